@@ -36,6 +36,9 @@ class Method:
     response: type
     client_streaming: bool
     server_streaming: bool
+    content_in: bool      # bulk content follows the request
+    content_out: bool     # bulk content follows the response
+    events: bool          # the response is a stream of event messages
 
     @property
     def key(self) -> str:
@@ -46,7 +49,9 @@ class Method:
 def _methods_of(service: descriptor.ServiceDescriptor) -> list[Method]:
     rows = []
     for m in service.methods:
-        call_id = m.GetOptions().Extensions[options_pb2.call_id]
+        opts = m.GetOptions()
+        call_id = opts.Extensions[options_pb2.call_id]
+        content = opts.Extensions[options_pb2.content]
         if not call_id:
             raise RuntimeError(f"{service.full_name}.{m.name} has no call_id")
         rows.append(Method(
@@ -58,6 +63,9 @@ def _methods_of(service: descriptor.ServiceDescriptor) -> list[Method]:
             response=message_factory.GetMessageClass(m.output_type),
             client_streaming=m.client_streaming,
             server_streaming=m.server_streaming,
+            content_in=content == options_pb2.CONTENT_IN,
+            content_out=content == options_pb2.CONTENT_OUT,
+            events=m.server_streaming and content != options_pb2.CONTENT_OUT,
         ))
     return rows
 

@@ -1,0 +1,1 @@
+"""Compiled twins of the hot paths, built from ext/ by setup.py."""

@@ -1,0 +1,1 @@
+"""The `nubis` command."""

@@ -1,0 +1,202 @@
+"""The typed cloud calls of the client library, written once for sync and async.
+
+Each method builds its request and hands it to `self._call`, which the sync
+client runs at once and the async client returns as a coroutine; `post`, if
+given, shapes the reply. So `client.queue.send(...)` returns the message ids
+in a `Client` and an awaitable of them in an `AsyncClient`.
+
+Times are seconds (floats) in this API and milliseconds on the wire.
+"""
+
+from dataclasses import dataclass
+
+from nubis.v1 import account_pb2, blob_pb2, queue_pb2
+
+
+def _ms(seconds) -> int:
+    return 0 if seconds is None else max(0, int(round(seconds * 1000)))
+
+
+@dataclass(frozen=True, slots=True)
+class BlobContent:
+    """An object's info and (a range of) its content."""
+
+    info: blob_pb2.BlobInfo
+    data: bytes
+
+
+class _Api:
+    __slots__ = ("_call",)
+
+    def __init__(self, call):
+        self._call = call
+
+
+class QueueApi(_Api):
+    """QUEUE: reliable queues with leases, acks and dead letters."""
+
+    __slots__ = ()
+
+    def create(self, name: str, *, lease: float = 0, max_receive_count: int = 0,
+               dead_letter_queue: str = "", retention: float = 0,
+               fifo: bool = False, dedup_window: float = 0, delay: float = 0,
+               timeout: float | None = None):
+        """Create a queue; the reply says whether it was new."""
+        settings = queue_pb2.QueueSettings(
+            default_lease_ms=_ms(lease), max_receive_count=max_receive_count,
+            dead_letter_queue=dead_letter_queue, retention_ms=_ms(retention),
+            fifo=fifo, dedup_window_ms=_ms(dedup_window),
+            default_delay_ms=_ms(delay),
+        )
+        return self._call("CreateQueue",
+                          queue_pb2.CreateQueueRequest(name=name, settings=settings),
+                          timeout=timeout, post=lambda r, _: r.created)
+
+    def delete(self, name: str, *, timeout: float | None = None):
+        """Delete a queue and its messages."""
+        return self._call("DeleteQueue", queue_pb2.DeleteQueueRequest(name=name),
+                          timeout=timeout, post=_none)
+
+    def list(self, prefix: str = "", *, page_size: int = 0, page_token: str = "",
+             timeout: float | None = None):
+        """One page of queue names: a ListQueuesResponse."""
+        return self._call("ListQueues", queue_pb2.ListQueuesRequest(
+            prefix=prefix, page_size=page_size, page_token=page_token),
+            timeout=timeout)
+
+    def attributes(self, name: str, *, timeout: float | None = None):
+        """Settings and live counts: a QueueAttributes."""
+        return self._call("GetQueueAttributes",
+                          queue_pb2.GetQueueAttributesRequest(name=name),
+                          timeout=timeout, post=lambda r, _: r.attributes)
+
+    def send(self, queue: str, *bodies: bytes, delay: float = 0, group: str = "",
+             dedup_id: str = "", timeout: float | None = None):
+        """Send one or more message bodies; returns their ids."""
+        entries = [queue_pb2.MessageEntry(body=b, delay_ms=_ms(delay), group=group,
+                                          dedup_id=dedup_id) for b in bodies]
+        return self.send_entries(queue, entries, timeout=timeout)
+
+    def send_entries(self, queue: str, entries, *, timeout: float | None = None):
+        """Send MessageEntry messages (each with its own delay, group, id)."""
+        return self._call("SendMessages",
+                          queue_pb2.SendMessagesRequest(queue=queue, messages=entries),
+                          timeout=timeout, post=lambda r, _: list(r.message_ids))
+
+    def receive(self, queue: str, max_messages: int = 1, *, wait: float = 0,
+                lease: float = 0, timeout: float | None = None):
+        """Lease up to max_messages, waiting up to `wait` seconds for one."""
+        return self._call("ReceiveMessages", queue_pb2.ReceiveMessagesRequest(
+            queue=queue, max_messages=max_messages, wait_ms=_ms(wait),
+            lease_ms=_ms(lease)), timeout=timeout,
+            post=lambda r, _: list(r.messages), wait=wait)
+
+    def ack(self, queue: str, *receipts: str, timeout: float | None = None):
+        """Acknowledge leased messages; returns the receipts that were stale."""
+        return self._call("AckMessages", queue_pb2.AckMessagesRequest(
+            queue=queue, receipts=receipts), timeout=timeout,
+            post=lambda r, _: list(r.stale_receipts))
+
+    def change_lease(self, queue: str, receipt: str, lease: float, *,
+                     timeout: float | None = None):
+        """Extend a lease to `lease` seconds from now, or release it with 0."""
+        return self._call("ChangeLease", queue_pb2.ChangeLeaseRequest(
+            queue=queue, receipt=receipt, lease_ms=_ms(lease)),
+            timeout=timeout, post=_none)
+
+    def purge(self, name: str, *, timeout: float | None = None):
+        """Drop every message of a queue; returns how many."""
+        return self._call("PurgeQueue", queue_pb2.PurgeQueueRequest(name=name),
+                          timeout=timeout, post=lambda r, _: r.purged)
+
+
+class BlobApi(_Api):
+    """BLOB: whole immutable objects by key."""
+
+    __slots__ = ()
+
+    def put(self, key: str, data: bytes, *, content_type: str = "",
+            metadata: dict | None = None, if_none_match: bool = False,
+            if_match: str = "", timeout: float | None = None):
+        """Store an object; returns its BlobInfo (with the etag)."""
+        if not isinstance(data, bytes):
+            data = bytes(data)    # content is sent zero-copy: freeze it
+        request = blob_pb2.PutBlobRequest(
+            key=key, content_type=content_type, metadata=metadata or {},
+            if_none_match=if_none_match, if_match=if_match, size=len(data))
+        return self._call("PutBlob", request, content=data, timeout=timeout,
+                          post=lambda r, _: r.info)
+
+    def get(self, key: str, *, offset: int = 0, length: int = 0,
+            if_match: str = "", timeout: float | None = None):
+        """Read an object, or a byte range of it: a BlobContent."""
+        request = blob_pb2.GetBlobRequest(key=key, offset=offset, length=length,
+                                          if_match=if_match)
+        return self._call("GetBlob", request, timeout=timeout,
+                          post=lambda r, data: BlobContent(r.info, data))
+
+    def head(self, key: str, *, timeout: float | None = None):
+        """An object's BlobInfo, without its content."""
+        return self._call("HeadBlob", blob_pb2.HeadBlobRequest(key=key),
+                          timeout=timeout, post=lambda r, _: r.info)
+
+    def delete(self, key: str, *, if_match: str = "", timeout: float | None = None):
+        """Delete an object."""
+        return self._call("DeleteBlob", blob_pb2.DeleteBlobRequest(
+            key=key, if_match=if_match), timeout=timeout, post=_none)
+
+    def list(self, prefix: str = "", *, delimiter: str = "", page_size: int = 0,
+             page_token: str = "", timeout: float | None = None):
+        """One page of a listing: a ListBlobsResponse."""
+        return self._call("ListBlobs", blob_pb2.ListBlobsRequest(
+            prefix=prefix, delimiter=delimiter, page_size=page_size,
+            page_token=page_token), timeout=timeout)
+
+
+class AccountApi(_Api):
+    """What tenants used, and what this kernel is."""
+
+    __slots__ = ()
+
+    def usage(self, tenant: str = "", *, timeout: float | None = None):
+        """Usage of the caller (or, for the admin, of `tenant`, "*" = all)."""
+        return self._call("GetUsage", account_pb2.GetUsageRequest(tenant=tenant),
+                          timeout=timeout, post=lambda r, _: list(r.usage))
+
+    def info(self, *, timeout: float | None = None):
+        """Version, uptime, endpoints and call table: GetKernelInfoResponse."""
+        return self._call("GetKernelInfo", account_pb2.GetKernelInfoRequest(),
+                          timeout=timeout)
+
+    def call_stats(self, *, reset: bool = False, timeout: float | None = None):
+        """In-kernel service time per call: a list of CallStats."""
+        return self._call("GetCallStats", account_pb2.GetCallStatsRequest(
+            reset=reset), timeout=timeout, post=lambda r, _: list(r.stats))
+
+
+class AdminApi(_Api):
+    """Tenant administration, for the admin tenant."""
+
+    __slots__ = ()
+
+    def create_tenant(self, name: str, *, token: str = "", admin: bool = False,
+                      ports=(), quotas: dict | None = None,
+                      timeout: float | None = None):
+        """Add a tenant; returns its token."""
+        tenant = account_pb2.Tenant(name=name, admin=admin, ports=list(ports),
+                                    quotas=account_pb2.Quotas(**(quotas or {})))
+        return self._call("CreateTenant", account_pb2.CreateTenantRequest(
+            tenant=tenant, token=token), timeout=timeout,
+            post=lambda r, _: r.token)
+
+    def delete_tenant(self, name: str, *, timeout: float | None = None):
+        return self._call("DeleteTenant", account_pb2.DeleteTenantRequest(
+            name=name), timeout=timeout, post=_none)
+
+    def list_tenants(self, *, timeout: float | None = None):
+        return self._call("ListTenants", account_pb2.ListTenantsRequest(),
+                          timeout=timeout, post=lambda r, _: list(r.tenants))
+
+
+def _none(response, content):
+    return None

@@ -1,0 +1,142 @@
+"""Kernel configuration: defaults, then environment, then a TOML file, then flags.
+
+Each later source overrides the earlier ones, so a flag beats the file and
+the file beats the environment. The TOML file looks like::
+
+    [kernel]
+    zmq = ["ipc:///run/nubis/kernel.sock", "tcp://127.0.0.1:7701"]
+    grpc = "127.0.0.1:7700"
+    max_message_bytes = 8388608
+
+    [tenants.acme]
+    token = "a long random string"
+    ports = ["8000-8099"]
+    quotas = { max_queues = 100, max_bytes_stored = 1073741824 }
+
+    [tenants.ops]
+    token = "another long random string"
+    admin = true
+
+With no tenants configured the kernel makes a `demo` tenant whose token is
+$NUBIS_TOKEN or a random one, written to `demo.token` in the runtime folder.
+"""
+
+import os
+import tomllib
+from dataclasses import dataclass, field, fields
+
+from nubis.errors import InvalidArgument
+from nubis.tenants import Quotas, parse_ports
+
+
+def runtime_dir() -> str:
+    """A private folder for the kernel's sockets and the demo token."""
+    base = os.environ.get("XDG_RUNTIME_DIR") or "/tmp"
+    return os.path.join(base, f"nubis-{os.getuid()}")
+
+
+def default_zmq() -> list[str]:
+    return [f"ipc://{runtime_dir()}/kernel.sock", "tcp://127.0.0.1:7701"]
+
+
+@dataclass
+class TenantConfig:
+    name: str
+    token: str = ""
+    admin: bool = False
+    ports: tuple = ()
+    quotas: Quotas = field(default_factory=Quotas)
+
+
+@dataclass
+class KernelConfig:
+    zmq: list = field(default_factory=default_zmq)
+    grpc: str = "127.0.0.1:7700"
+    # Largest message either transport accepts; bigger blobs are streamed
+    # in chunks of chunk_bytes.
+    max_message_bytes: int = 8 << 20
+    chunk_bytes: int = 1 << 20
+    # Largest object a streamed put may assemble (also capped per tenant).
+    max_stream_bytes: int = 2 << 30
+    log_level: str = "INFO"
+    tenants: list = field(default_factory=list)
+
+    def set(self, key: str, value, where: str) -> None:
+        """Set one kernel option by name, checking its type."""
+        known = {f.name: f for f in fields(self) if f.name != "tenants"}
+        if key not in known:
+            raise InvalidArgument(f"{where}: unknown kernel option {key!r}")
+        current = getattr(self, key)
+        if isinstance(current, list):
+            value = [value] if isinstance(value, str) else list(value)
+        elif isinstance(current, int) and not isinstance(value, int):
+            try:
+                value = int(value)
+            except (TypeError, ValueError):
+                raise InvalidArgument(
+                    f"{where}: {key} must be an integer, got {value!r}"
+                ) from None
+        setattr(self, key, value)
+
+
+ENV = {
+    "NUBIS_ZMQ": "zmq",
+    "NUBIS_GRPC": "grpc",
+    "NUBIS_MAX_MESSAGE_BYTES": "max_message_bytes",
+    "NUBIS_LOG_LEVEL": "log_level",
+}
+
+
+def load(path: str | None = None, overrides: dict | None = None,
+         environ=os.environ) -> KernelConfig:
+    """The configuration from the environment, a TOML file and overrides."""
+    config = KernelConfig()
+    for var, key in ENV.items():
+        if environ.get(var):
+            value = environ[var]
+            if key == "zmq":
+                value = [v for v in value.split(",") if v]
+            config.set(key, value, f"${var}")
+
+    path = path or environ.get("NUBIS_CONFIG")
+    if path:
+        load_file(config, path)
+
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            config.set(key, value, f"--{key.replace('_', '-')}")
+    return config
+
+
+def load_file(config: KernelConfig, path: str) -> None:
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except OSError as e:
+        raise InvalidArgument(f"cannot read config {path!r}: {e.strerror}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise InvalidArgument(f"config {path!r} is not valid TOML: {e}") from None
+
+    unknown = set(data) - {"kernel", "tenants"}
+    if unknown:
+        raise InvalidArgument(f"{path}: unknown sections {sorted(unknown)}")
+    for key, value in data.get("kernel", {}).items():
+        config.set(key, value, f"{path} [kernel]")
+    for name, entry in data.get("tenants", {}).items():
+        config.tenants.append(tenant_from_toml(name, entry, f"{path} [tenants.{name}]"))
+
+
+def tenant_from_toml(name: str, entry: dict, where: str) -> TenantConfig:
+    unknown = set(entry) - {"token", "admin", "ports", "quotas"}
+    if unknown:
+        raise InvalidArgument(f"{where}: unknown keys {sorted(unknown)}")
+    token = entry.get("token", "")
+    if not isinstance(token, str):
+        raise InvalidArgument(f"{where}: token must be a string")
+    return TenantConfig(
+        name=name,
+        token=token,
+        admin=bool(entry.get("admin", False)),
+        ports=parse_ports(entry.get("ports", []), where),
+        quotas=Quotas.from_mapping(entry.get("quotas", {}), where),
+    )

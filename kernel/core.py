@@ -1,0 +1,67 @@
+"""The kernel: the call table, the tenants and the state they own.
+
+Theory of operation. One event loop owns every piece of state; handlers run
+on it one at a time and never block, so no locks are needed. A transport
+decodes a request, asks `authenticate` for the tenant once per connection or
+call, passes the decoded request to `invoke`, sends what comes back, and then
+reports the call to `finish`, which keeps the usage counters and the
+in-kernel service-time histograms (frame in to reply out).
+"""
+
+import logging
+import time
+
+from nubis import calls
+from nubis.errors import NubisError, PermissionDenied
+from nubis.histogram import Histogram
+from nubis.tenants import TenantRegistry
+from nubis.version import __version__
+
+log = logging.getLogger("nubis.kernel")
+
+
+class Kernel:
+    def __init__(self, config):
+        self.config = config
+        self.calls: dict = calls.build()
+        self.by_path = {c.method.path: c for c in self.calls.values()}
+        self.tenants = TenantRegistry()
+        self.stats = {call_id: Histogram() for call_id in self.calls}
+        self.started = time.time()
+        self.endpoints: list[str] = []
+        self.version = __version__
+        # (tenant name, queue name) -> waiting long polls, oldest first.
+        self.queue_waiters: dict = {}
+        for t in config.tenants:
+            self.tenants.add(t.name, t.token, t.quotas, t.admin, t.ports)
+
+    def authenticate(self, token: str):
+        """The tenant of a bearer token; raises Unauthenticated."""
+        return self.tenants.authenticate(token)
+
+    def invoke(self, call, tenant, request, body):
+        """Run one cloud call for a tenant; returns what the handler returns."""
+        if call.admin and not tenant.admin:
+            raise PermissionDenied(f"{call.key} is for the admin tenant only")
+        return call.handler(self, tenant, request, body)
+
+    def finish(self, call, tenant, started_ns: int, error: NubisError | None,
+               bytes_in: int, bytes_out: int) -> None:
+        """Account one finished call and record its service time."""
+        self.stats[call.id].record(time.perf_counter_ns() - started_ns)
+        if tenant is None:
+            return
+        usage = tenant.usage
+        counts = usage.calls.get(call.key)
+        if counts is None:
+            counts = usage.calls[call.key] = [0, 0]
+        counts[0] += 1
+        if error is not None:
+            counts[1] += 1
+        usage.bytes_in += bytes_in
+        usage.bytes_out += bytes_out
+
+    def hot_paths(self) -> str:
+        from nubis import _hot
+
+        return _hot.BUILD

@@ -1,0 +1,81 @@
+"""Boot and stop a kernel with its transports on one uvloop event loop."""
+
+import asyncio
+import logging
+import os
+import signal
+
+from nubis.config import KernelConfig, runtime_dir
+from nubis.core import Kernel
+
+log = logging.getLogger("nubis.kernel")
+
+
+class Server:
+    """A kernel serving its call table over ZeroMQ and gRPC."""
+
+    def __init__(self, config: KernelConfig):
+        self.config = config
+        self.kernel = Kernel(config)
+        self.transports = []
+        self.demo_token = None
+        self.stopped = asyncio.Event()
+
+    async def start(self) -> None:
+        if not self.kernel.tenants.by_name:
+            self._add_demo_tenant()
+        if self.config.zmq:
+            from nubis.transport.zmq_server import ZmqServer
+
+            zmq_server = ZmqServer(self.kernel, self.config.zmq)
+            await zmq_server.start()
+            self.transports.append(zmq_server)
+            self.kernel.endpoints += [f"zmq+{e}" for e in zmq_server.bound]
+        if self.config.grpc:
+            from nubis.transport.grpc_server import GrpcServer
+
+            grpc_server = GrpcServer(self.kernel, self.config.grpc)
+            await grpc_server.start()
+            self.transports.append(grpc_server)
+            self.kernel.endpoints.append(f"grpc://{grpc_server.bound}")
+        log.info("kernel %s serving %s (hot paths: %s)", self.kernel.version,
+                 ", ".join(self.kernel.endpoints), self.kernel.hot_paths())
+
+    def _add_demo_tenant(self) -> None:
+        """With no tenants configured, make `demo` and write its token down."""
+        token = os.environ.get("NUBIS_TOKEN", "")
+        _, token = self.kernel.tenants.add("demo", token, admin=True)
+        self.demo_token = token
+        folder = runtime_dir()
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+        path = os.path.join(folder, "demo.token")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(token + "\n")
+        log.info("no tenants configured: made tenant 'demo' (admin); its token "
+                 "is in %s", path)
+
+    async def stop(self) -> None:
+        for transport in reversed(self.transports):
+            await transport.stop()
+        self.transports.clear()
+        log.info("kernel stopped")
+        self.stopped.set()
+
+    async def serve_until_signal(self) -> None:
+        """Serve until SIGINT or SIGTERM, then stop cleanly."""
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await self.start()
+        await stop.wait()
+        log.info("kernel stopping on signal")
+        await self.stop()
+
+
+def run(config: KernelConfig) -> None:
+    """Run a kernel in the foreground on uvloop."""
+    import uvloop
+
+    uvloop.run(Server(config).serve_until_signal())

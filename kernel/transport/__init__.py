@@ -1,0 +1,1 @@
+"""The kernel's transports: thin adapters from the wire to the call table."""

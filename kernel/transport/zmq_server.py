@@ -1,0 +1,473 @@
+"""The ZeroMQ transport: the kernel's low-latency path (spec: proto/WIRE.md).
+
+Theory of operation. One ROUTER socket serves every endpoint (ipc:// and
+tcp://). Clients authenticate in the ZeroMQ handshake (PLAIN: the password
+is the tenant's token) through a ZAP handler served on the same loop, so a
+connection is bound to its tenant by libzmq before any message arrives, and
+each message carries its tenant as the "User-Id" property; nothing a peer
+sends can change it. The socket's file descriptor is edge-triggered: the
+reader drains the socket until it is empty, and any send made outside the
+reader checks for input the send may have consumed the edge of.
+
+Requests that finish at once are answered inside the reader; those that park
+(long polls, large puts, event streams) become tasks kept by (peer, request
+id) so that CANCEL can stop them. A streamed request (OPEN, DATA..., END)
+collects its content under the same key, bounded in size and in number.
+"""
+
+import asyncio
+import logging
+import os
+import time
+from functools import partial
+
+import zmq
+from google.protobuf.message import DecodeError
+from google.protobuf.message import Message as _Message
+
+from nubis.errors import (
+    FailedPrecondition,
+    Internal,
+    InvalidArgument,
+    NubisError,
+    ResourceExhausted,
+    Unauthenticated,
+    Unimplemented,
+)
+from nubis.transport.frames import (
+    CANCEL,
+    DATA,
+    END,
+    OPEN,
+    PING,
+    PONG,
+    REPLY,
+    REPLY_OPEN,
+    REQUEST,
+    VERSION,
+    decode_header,
+    encode_header,
+)
+
+log = logging.getLogger("nubis.zmq")
+
+ZAP_ENDPOINT = "inproc://zeromq.zap.01"
+ZAP_DOMAIN = b"nubis"
+DRAIN_BATCH = 256           # messages per reader turn before yielding the loop
+MAX_OPEN_STREAMS = 16       # streamed requests in progress per peer
+STREAM_IDLE_SECONDS = 60.0  # a streamed request idle this long is dropped
+HEARTBEAT_MS = 10_000
+
+
+class _InStream:
+    """A streamed request collecting its content."""
+
+    __slots__ = ("call", "tenant", "request", "chunks", "size", "started",
+                 "touched", "error")
+
+    def __init__(self, call, tenant, request, started):
+        self.call = call
+        self.tenant = tenant
+        self.request = request
+        self.chunks = []
+        self.size = 0
+        self.started = started
+        self.touched = time.monotonic()
+        self.error = None
+
+
+class ZmqServer:
+    def __init__(self, kernel, endpoints: list[str]):
+        self.kernel = kernel
+        self.calls = kernel.calls
+        self.endpoints = list(endpoints)
+        self.chunk = kernel.config.chunk_bytes
+        self.max_message = kernel.config.max_message_bytes
+        self.max_stream = kernel.config.max_stream_bytes
+        self.ctx = zmq.Context()
+        self.sock = None
+        self.zap = None
+        self.loop = None
+        self.pending: dict = {}     # (peer, rid) -> task
+        self.streams: dict = {}     # (peer, rid) -> _InStream
+        self.open_per_peer: dict = {}
+        self._sweeper = None
+        self.bound: list[str] = []
+
+    # -- lifecycle ---------------------------------------------------------
+
+    async def start(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.zap = self.ctx.socket(zmq.ROUTER)
+        self.zap.linger = 0
+        self.zap.bind(ZAP_ENDPOINT)
+
+        sock = self.sock = self.ctx.socket(zmq.ROUTER)
+        sock.linger = 0
+        sock.plain_server = True
+        sock.zap_domain = ZAP_DOMAIN
+        sock.router_mandatory = True
+        sock.sndhwm = 0    # replies are never dropped; see WIRE.md, limits
+        sock.maxmsgsize = self.max_message + 4096
+        sock.heartbeat_ivl = HEARTBEAT_MS
+        sock.heartbeat_timeout = 3 * HEARTBEAT_MS
+        for endpoint in self.endpoints:
+            self.bound.append(self._bind(endpoint))
+
+        self.loop.add_reader(self.zap.FD, self._zap_ready)
+        self.loop.add_reader(sock.FD, self._ready)
+        self._sweeper = self.loop.create_task(self._sweep())
+        self._zap_ready()
+        self._ready()
+
+    def _bind(self, endpoint: str) -> str:
+        if endpoint.startswith("ipc://"):
+            path = endpoint[len("ipc://"):]
+            folder = os.path.dirname(path)
+            if folder:
+                os.makedirs(folder, mode=0o700, exist_ok=True)
+            if os.path.exists(path):
+                os.unlink(path)    # a stale socket of a kernel that died
+        try:
+            self.sock.bind(endpoint)
+        except zmq.ZMQError as e:
+            raise OSError(f"cannot bind ZeroMQ endpoint {endpoint}: {e}") from None
+        bound = self.sock.last_endpoint.decode()
+        log.info("zeromq listening on %s", bound)
+        return bound
+
+    async def stop(self) -> None:
+        if self.sock is None:
+            return
+        self.loop.remove_reader(self.sock.FD)
+        self.loop.remove_reader(self.zap.FD)
+        if self._sweeper:
+            self._sweeper.cancel()
+        for task in list(self.pending.values()):
+            task.cancel()
+        self.pending.clear()
+        self.streams.clear()
+        for endpoint in self.bound:
+            if endpoint.startswith("ipc://"):
+                try:
+                    os.unlink(endpoint[len("ipc://"):])
+                except OSError:
+                    pass
+        self.sock.close(0)
+        self.zap.close(0)
+        self.ctx.term()
+        self.sock = None
+
+    # -- authentication (ZAP, RFC 27) -------------------------------------
+
+    def _zap_ready(self) -> None:
+        while True:
+            try:
+                msg = self.zap.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            self._zap_reply(msg)
+
+    def _zap_reply(self, msg: list) -> None:
+        # [peer, b"", version, request id, domain, address, identity,
+        #  mechanism, credentials...]
+        peer, _, version, request_id = msg[:4]
+        mechanism = msg[7] if len(msg) > 7 else b""
+        status, text, user = b"400", b"invalid token", b""
+        if mechanism == b"PLAIN" and len(msg) == 10:
+            try:
+                tenant = self.kernel.authenticate(msg[9].decode())
+                status, text, user = b"200", b"OK", tenant.name.encode()
+            except (NubisError, UnicodeDecodeError):
+                log.info("zeromq: refused a token from %s", msg[5].decode())
+        else:
+            text = b"use the PLAIN mechanism with the token as password"
+        self.zap.send_multipart([peer, b"", b"1.0", request_id, status, text,
+                                 user, b""])
+
+    # -- the reader --------------------------------------------------------
+
+    def _ready(self) -> None:
+        sock = self.sock
+        if sock is None:
+            return
+        for _ in range(DRAIN_BATCH):
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            try:
+                self._on_message(frames)
+            except Exception:
+                log.exception("zeromq: unexpected error on a message")
+        self.loop.call_soon(self._ready)
+
+    def _kick(self) -> None:
+        """After a send outside the reader: read what its edge announced."""
+        if self.sock is not None and self.sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            self.loop.call_soon(self._ready)
+
+    def _on_message(self, frames: list) -> None:
+        peer = frames[0].bytes
+        if len(frames) < 2:
+            return self._fail(peer, 0, InvalidArgument("message has no header frame"))
+        head = frames[1]
+        try:
+            version, kind, code, rid = decode_header(head.bytes)
+        except ValueError as e:
+            return self._fail(peer, 0, InvalidArgument(f"malformed header: {e}"))
+        if version != VERSION:
+            return self._fail(peer, rid, FailedPrecondition(
+                f"wire version {version} is not supported; this kernel "
+                f"speaks version {VERSION}"))
+
+        if kind == REQUEST or kind == OPEN:
+            self._request(peer, rid, code, frames, head, kind == OPEN)
+        elif kind == DATA:
+            self._stream_data(peer, rid, frames)
+        elif kind == END:
+            self._stream_end(peer, rid)
+        elif kind == CANCEL:
+            self._cancel(peer, rid)
+        elif kind == PING:
+            self._send([peer, encode_header(PONG, 0, rid), *frames[2:]])
+        else:
+            self._fail(peer, rid, InvalidArgument(f"unknown frame kind {kind}"))
+
+    # -- requests ----------------------------------------------------------
+
+    def _request(self, peer, rid, call_id, frames, head, streamed) -> None:
+        started = time.perf_counter_ns()
+        tenant = self.kernel.tenants.by_name.get(head.get("User-Id"))
+        if tenant is None:
+            return self._fail(peer, rid, Unauthenticated(
+                "the tenant of this connection no longer exists"))
+        call = self.calls.get(call_id)
+        if call is None:
+            return self._fail(peer, rid, Unimplemented(f"unknown call id {call_id}"))
+        if len(frames) < 3:
+            return self._fail(peer, rid, InvalidArgument(
+                f"{call.key}: missing the request message frame"), call, tenant,
+                started)
+        method = call.method
+        try:
+            request = method.request.FromString(frames[2].bytes)
+        except DecodeError as e:
+            return self._fail(peer, rid, InvalidArgument(
+                f"{call.key}: request is not a valid {method.request.__name__}: "
+                f"{e}"), call, tenant, started)
+        if (len(frames) > 3 or streamed) and not method.content_in:
+            return self._fail(peer, rid, InvalidArgument(
+                f"{call.key} takes no content"), call, tenant, started)
+
+        size = sum(len(f) for f in frames)
+        if streamed:
+            return self._stream_open(peer, rid, call, tenant, request, frames,
+                                     started)
+        body = None
+        if method.content_in:
+            body = _join([request.data, *(f.buffer for f in frames[3:])])
+        self._invoke(peer, rid, call, tenant, request, body, started, size)
+
+    def _invoke(self, peer, rid, call, tenant, request, body, started, size):
+        try:
+            result = self.kernel.invoke(call, tenant, request, body)
+        except NubisError as e:
+            return self._fail(peer, rid, e, call, tenant, started, size)
+        except Exception:
+            log.exception("zeromq: %s failed", call.key)
+            return self._fail(peer, rid, Internal(f"{call.key} failed; see the "
+                                                  "kernel log"), call, tenant,
+                              started, size)
+        if isinstance(result, _Message):
+            out = result.SerializeToString()
+            self._send([peer, encode_header(REPLY, 0, rid), out], True)
+            self.kernel.finish(call, tenant, started, None, size, len(out))
+        elif type(result) is tuple:
+            sent = self._send_content(peer, rid, *result)
+            self.kernel.finish(call, tenant, started, None, size, sent)
+        elif call.method.events:
+            self._park(peer, rid, self._pump(peer, rid, call, tenant, result,
+                                             started, size))
+        else:
+            self._park(peer, rid, self._await(peer, rid, call, tenant, result,
+                                              started, size))
+
+    def _park(self, peer, rid, coro) -> None:
+        task = self.loop.create_task(coro)
+        key = (peer, rid)
+        self.pending[key] = task
+        task.add_done_callback(partial(self._unpark, key))
+
+    def _unpark(self, key, task) -> None:
+        if self.pending.get(key) is task:
+            del self.pending[key]
+
+    async def _await(self, peer, rid, call, tenant, awaitable, started, size):
+        try:
+            result = await awaitable
+        except asyncio.CancelledError:
+            self.kernel.finish(call, tenant, started, None, size, 0)
+            raise
+        except NubisError as e:
+            return self._fail(peer, rid, e, call, tenant, started, size, True)
+        except Exception:
+            log.exception("zeromq: %s failed", call.key)
+            return self._fail(peer, rid, Internal(f"{call.key} failed; see the "
+                                                  "kernel log"), call, tenant,
+                              started, size, True)
+        if type(result) is tuple:
+            sent = self._send_content(peer, rid, *result)
+        else:
+            out = result.SerializeToString()
+            self._send([peer, encode_header(REPLY, 0, rid), out])
+            sent = len(out)
+        self._kick()
+        self.kernel.finish(call, tenant, started, None, size, sent)
+
+    async def _pump(self, peer, rid, call, tenant, events, started, size):
+        """Send an events call's responses as DATA messages, then END."""
+        self._send([peer, encode_header(REPLY_OPEN, 0, rid)])
+        sent, error = 0, None
+        try:
+            async for event in events:
+                out = event.SerializeToString()
+                if not self._send([peer, encode_header(DATA, 0, rid), out]):
+                    break    # the peer is gone
+                sent += len(out)
+        except NubisError as e:
+            error = e
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("zeromq: %s stream failed", call.key)
+            error = Internal(f"{call.key} failed; see the kernel log")
+        finally:
+            code = error.code if error else 0
+            self._send([peer, encode_header(END, code, rid),
+                        error.message.encode() if error else b""])
+            self._kick()
+            self.kernel.finish(call, tenant, started, error, size, sent)
+
+    def _send_content(self, peer, rid, response, content) -> int:
+        """Send a reply with content: inline if small, else streamed."""
+        out = response.SerializeToString()
+        if len(content) <= self.chunk:
+            self._send([peer, encode_header(REPLY, 0, rid), out, content])
+            return len(out) + len(content)
+        self._send([peer, encode_header(REPLY_OPEN, 0, rid), out])
+        view = memoryview(content)
+        data = encode_header(DATA, 0, rid)
+        for at in range(0, len(view), self.chunk):
+            self._send([peer, data, view[at:at + self.chunk]])
+        self._send([peer, encode_header(END, 0, rid), b""])
+        return len(out) + len(content)
+
+    # -- streamed requests -------------------------------------------------
+
+    def _stream_open(self, peer, rid, call, tenant, request, frames, started):
+        key = (peer, rid)
+        if key in self.streams:
+            return self._fail(peer, rid, FailedPrecondition(
+                f"request id {rid} already has an open stream"))
+        if self.open_per_peer.get(peer, 0) >= MAX_OPEN_STREAMS:
+            return self._fail(peer, rid, ResourceExhausted(
+                f"more than {MAX_OPEN_STREAMS} streamed requests open on one "
+                "connection"), call, tenant, started)
+        stream = self.streams[key] = _InStream(call, tenant, request, started)
+        self.open_per_peer[peer] = self.open_per_peer.get(peer, 0) + 1
+        self._stream_add(stream, [request.data, *(f.buffer for f in frames[3:])])
+
+    def _stream_add(self, stream, chunks) -> None:
+        stream.touched = time.monotonic()
+        if stream.error is not None:
+            return
+        for chunk in chunks:
+            stream.size += len(chunk)
+            if chunk:
+                stream.chunks.append(bytes(chunk))
+        limit = min(self.max_stream, stream.tenant.quotas.max_blob_bytes)
+        if stream.size > limit:
+            stream.chunks.clear()
+            stream.error = ResourceExhausted(
+                f"{stream.call.key}: content is over {stream.size} bytes, above "
+                f"the limit of {limit}")
+
+    def _stream_data(self, peer, rid, frames) -> None:
+        stream = self.streams.get((peer, rid))
+        if stream is None:
+            return self._fail(peer, rid, FailedPrecondition(
+                f"request id {rid} has no open stream"))
+        self._stream_add(stream, [f.buffer for f in frames[2:]])
+
+    def _stream_end(self, peer, rid) -> None:
+        stream = self._stream_close((peer, rid))
+        if stream is None:
+            return self._fail(peer, rid, FailedPrecondition(
+                f"request id {rid} has no open stream"))
+        if stream.error is not None:
+            return self._fail(peer, rid, stream.error, stream.call, stream.tenant,
+                              stream.started, stream.size)
+        body = _join(stream.chunks)
+        self._invoke(peer, rid, stream.call, stream.tenant, stream.request, body,
+                     stream.started, stream.size)
+
+    def _stream_close(self, key):
+        stream = self.streams.pop(key, None)
+        if stream is not None:
+            peer = key[0]
+            left = self.open_per_peer.get(peer, 1) - 1
+            if left:
+                self.open_per_peer[peer] = left
+            else:
+                self.open_per_peer.pop(peer, None)
+        return stream
+
+    def _cancel(self, peer, rid) -> None:
+        key = (peer, rid)
+        self._stream_close(key)
+        task = self.pending.pop(key, None)
+        if task is not None:
+            task.cancel()
+
+    async def _sweep(self) -> None:
+        """Drop streamed requests whose clients went quiet."""
+        while True:
+            await asyncio.sleep(STREAM_IDLE_SECONDS / 4)
+            cutoff = time.monotonic() - STREAM_IDLE_SECONDS
+            for key in [k for k, s in self.streams.items() if s.touched < cutoff]:
+                log.info("zeromq: dropped idle streamed request %d", key[1])
+                self._stream_close(key)
+
+    # -- sending -----------------------------------------------------------
+
+    def _send(self, frames: list, in_reader: bool = False) -> bool:
+        """Send one message; False if its peer has gone away."""
+        try:
+            self.sock.send_multipart(frames, zmq.NOBLOCK, copy=False)
+        except zmq.ZMQError as e:
+            if e.errno != zmq.EHOSTUNREACH:
+                log.warning("zeromq: cannot send a reply: %s", e)
+            return False
+        except AttributeError:
+            return False    # the server has stopped
+        return True
+
+    def _fail(self, peer, rid, error: NubisError, call=None, tenant=None,
+              started=0, size=0, outside_reader=False) -> None:
+        self._send([peer, encode_header(REPLY, int(error.code), rid),
+                    error.message.encode()])
+        if outside_reader:
+            self._kick()
+        if call is not None:
+            self.kernel.finish(call, tenant, started, error, size, 0)
+
+
+def _join(chunks):
+    """One bytes object from content chunks, copying only when there are many."""
+    chunks = [c for c in chunks if len(c)]
+    if not chunks:
+        return b""
+    if len(chunks) == 1:
+        return bytes(chunks[0])
+    return b"".join(chunks)
