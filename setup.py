@@ -9,6 +9,7 @@ compiled the install goes on and the pure-Python twins are used.
 
 import glob
 import os
+import re
 import sys
 
 from setuptools import Extension, setup
@@ -93,7 +94,7 @@ def extensions() -> list:
 
 def read_version() -> str:
     with open(os.path.join(HERE, "kernel", "version.py")) as f:
-        return f.read().split('"')[1]
+        return re.search(r'__version__ = "([^"]+)"', f.read()).group(1)
 
 
 setup(
@@ -127,12 +128,14 @@ setup(
         "uvloop>=0.19",
         "click>=8.1",
         "hdrhistogram>=0.10",
+        "sortedcontainers>=2.4",
     ],
     extras_require={
         "test": [
             "pytest>=8",
             "pytest-benchmark>=4",
             "pytest-timeout>=2.3",
+            "pytest-asyncio>=0.24",
             "hypothesis>=6",
             "ruff>=0.5",
         ],

@@ -15,12 +15,12 @@ import time
 import grpc
 import pytest
 import uvloop
+from google.protobuf import descriptor_pool
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
 
-from google.protobuf import descriptor_pool
 from nubis import abi
 from nubis.client.grpc import AsyncGrpcConnection, GrpcConnection
 from nubis.config import KernelConfig, TenantConfig
@@ -36,7 +36,8 @@ from nubis.errors import (
 )
 from nubis.server import Server
 from nubis.tenants import Quotas
-from nubis.v1 import blob_pb2, queue_pb2, spawn_pb2
+from nubis.transport.grpc_server import GrpcServer
+from nubis.v1 import blob_pb2, listen_pb2, queue_pb2, spawn_pb2
 
 TOKEN = "acme-token-123"
 OTHER_TOKEN = "other-token-456"
@@ -144,6 +145,12 @@ def test_health_not_serving_on_stop():
     finally:
         watch.cancel()
         channel.close()
+
+
+def test_port_in_use_is_an_error(kernel):
+    second = GrpcServer(kernel.kernel, kernel.bound)
+    with pytest.raises(OSError, match="cannot bind gRPC address"):
+        kernel.run(second.start())
 
 
 # -- tokens ------------------------------------------------------------------
@@ -346,6 +353,46 @@ def test_spawn_is_unimplemented(conn):
                          spawn_pb2.ReadProcessLogsRequest(pid="p1")))
 
 
+def test_events_stream_then_error(kernel, conn, monkeypatch):
+    async def events():
+        for i in range(3):
+            yield listen_pb2.ConnectionEvent(connection_id=i)
+        raise NotFound("port 80 is not listened on")
+
+    monkeypatch.setattr(kernel.kernel, "invoke", lambda *args: events())
+    got = []
+    with pytest.raises(NotFound, match="port 80"):
+        for event in conn.events(abi.BY_NAME["AttachListener"],
+                                 listen_pb2.AttachListenerRequest(port=80)):
+            got.append(event.connection_id)
+    assert got == [0, 1, 2]
+
+
+def test_events_stream_closed_by_the_client(kernel, conn, monkeypatch):
+    closed = threading.Event()
+
+    async def endless():
+        try:
+            for i in range(1_000_000):
+                yield listen_pb2.ConnectionEvent(connection_id=i)
+                await asyncio.sleep(0.01)
+        finally:
+            closed.set()
+
+    finished = []
+    finish = kernel.kernel.finish
+    monkeypatch.setattr(kernel.kernel, "invoke", lambda *args: endless())
+    monkeypatch.setattr(kernel.kernel, "finish", lambda call, *args: (
+        finished.append(call.key), finish(call, *args)))
+    stream = conn.events(abi.BY_NAME["AttachListener"],
+                         listen_pb2.AttachListenerRequest(port=80))
+    assert [next(stream).connection_id for _ in range(3)] == [0, 1, 2]
+    stream.close()
+    assert closed.wait(5), "the handler's event stream was not closed"
+    time.sleep(0.1)
+    assert finished == ["listen.AttachListener"]
+
+
 def test_each_call_is_accounted_once(kernel):
     tenant = kernel.kernel.tenants.by_name["other"]
     before = {k: list(v) for k, v in tenant.usage.calls.items()}
@@ -358,7 +405,7 @@ def test_each_call_is_accounted_once(kernel):
 
     def counts(key):
         return [a - b for a, b in zip(tenant.usage.calls[key],
-                                      before.get(key, [0, 0]))]
+                                      before.get(key, [0, 0]), strict=True)]
 
     assert counts("blob.PutBlob") == [1, 0]
     assert counts("blob.GetBlob") == [2, 1]

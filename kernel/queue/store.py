@@ -22,10 +22,11 @@ A live message is in exactly one state:
   other string is stale, whatever its form.
 - Standard queues hand out the oldest ready message first; a message whose
   lease ends goes to the back. FIFO queues hand out a group's messages in
-  the order they became ready, one lease at a time per group: while the head
-  of a group is leased no other message of the group goes out, and a head
-  whose lease ends is the head again. A repeated dedup_id within
-  dedup_window_ms of its first send returns the first message id.
+  the order they became ready (a delayed one joins its group when its delay
+  ends), one lease at a time per group: while the head of a group is leased
+  no other message of the group goes out, and a head whose lease ends is
+  the head again. A repeated dedup_id within dedup_window_ms of its first
+  send returns the first message id and stores nothing.
 - Time is lazy. At the start of every operation on a queue, `_advance`
   applies what fell due since the last one: ended delays and expired leases
   make messages ready, and messages past retention are dropped. Two heaps

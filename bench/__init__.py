@@ -1,0 +1,1 @@
+"""The Nubis latency benchmark suite."""
