@@ -8,8 +8,7 @@ table, both transports and the client library all build on.
 
 from dataclasses import dataclass
 
-from google.protobuf import descriptor
-from google.protobuf import message_factory
+from google.protobuf import descriptor, message_factory
 
 from nubis.v1 import (
     account_pb2,

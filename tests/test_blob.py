@@ -140,3 +140,13 @@ def test_streamed_put_over_quota_is_refused(small, name):
         small.blob.put(name, b"x" * (2 << 20))
     with pytest.raises(NotFound):
         small.blob.head(name)
+
+
+def test_declared_size_must_match_the_content(client, name):
+    from nubis.v1 import blob_pb2
+
+    request = blob_pb2.PutBlobRequest(key=name, size=100)
+    with pytest.raises(InvalidArgument, match="not the 100 declared"):
+        client._call("PutBlob", request, content=b"x" * 50)
+    with pytest.raises(NotFound):
+        client.blob.head(name)

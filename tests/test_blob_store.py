@@ -5,6 +5,7 @@ import random
 import types
 
 import pytest
+
 from nubis.blob import Blob, BlobLimits, BlobStore
 from nubis.errors import (
     FailedPrecondition,

@@ -30,6 +30,8 @@ import re
 import time
 from collections.abc import Callable
 
+from sortedcontainers import SortedList
+
 from nubis.errors import (
     FailedPrecondition,
     InvalidArgument,
@@ -37,7 +39,6 @@ from nubis.errors import (
     OutOfRange,
     ResourceExhausted,
 )
-from sortedcontainers import SortedList
 
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
 MAX_KEY_BYTES = 1024

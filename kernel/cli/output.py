@@ -55,7 +55,7 @@ def table(rows: list[list], headers: list[str]) -> str:
     cells = [headers] + [[str(c) for c in row] for row in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
     return "\n".join(
-        "  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip()
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
         for row in cells
     )
 

@@ -354,7 +354,7 @@ class AsyncZmqConnection:
         if self.sock is None:
             return
         self.loop.remove_reader(self.sock.FD)
-        for reply, waiter in self._calls.values():
+        for _, waiter in self._calls.values():
             if isinstance(waiter, asyncio.Future) and not waiter.done():
                 waiter.set_exception(Unavailable("connection closed"))
         self._calls.clear()

@@ -10,6 +10,7 @@ import asyncio
 import hashlib
 
 from nubis.calls import handler
+from nubis.errors import InvalidArgument
 from nubis.v1 import blob_pb2 as pb
 
 HASH_OFF_LOOP_BYTES = 1 << 20
@@ -26,6 +27,9 @@ def info_of(blob) -> pb.BlobInfo:
 @handler("PutBlob")
 def put_blob(kernel, tenant, req, body):
     content = body if body is not None else req.data
+    if req.size and len(content) != req.size:
+        raise InvalidArgument(f"blob {req.key!r}: content is {len(content)} "
+                              f"bytes, not the {req.size} declared")
     if len(content) < HASH_OFF_LOOP_BYTES:
         return _put(tenant, req, content, "")
     return _put_large(tenant, req, content)

@@ -216,15 +216,13 @@ class GrpcServer:
 
         # A message over grpc's size limit ends the stream as if the client
         # had closed it, and grpc cancels the call a moment later. The
-        # declared size catches the cut; for a stream that declared none, a
-        # turn of the loop lets the cancel land before anything is stored.
+        # declared size, checked by the handler, catches the cut; for a
+        # stream that declared none, a turn of the loop lets the cancel land
+        # before anything is stored.
         await asyncio.sleep(0)
         if request is None:
             raise InvalidArgument(f"{call.key}: the stream ended before its "
                                   "request message")
-        if request.size and size != request.size:
-            raise InvalidArgument(f"{call.key}: the stream carried {size} bytes "
-                                  f"of content, not the {request.size} declared")
         return request, chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     async def _content_out(self, call, raw: bytes, context):

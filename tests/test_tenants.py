@@ -1,0 +1,96 @@
+"""Tenants: isolation, admin calls, accounting, over every transport."""
+
+import pytest
+
+from nubis.client import Client
+from nubis.errors import NotFound, PermissionDenied, Unauthenticated
+
+
+def test_another_tenant_cannot_see_or_touch_objects(client, other, name):
+    client.blob.put(f"{name}/secret", b"acme only")
+    client.queue.create(name)
+    client.queue.send(name, b"acme job")
+
+    # Same names, other tenant: nothing there, and nothing to tell it exists.
+    with pytest.raises(NotFound):
+        other.blob.get(f"{name}/secret")
+    with pytest.raises(NotFound):
+        other.blob.head(f"{name}/secret")
+    assert list(other.blob.list(name).blobs) == []
+    assert name not in other.queue.list(name).names
+    with pytest.raises(NotFound):
+        other.queue.receive(name)
+    with pytest.raises(NotFound):
+        other.queue.attributes(name)
+
+    # Its own objects of the same names are separate ones.
+    other.blob.put(f"{name}/secret", b"other's")
+    other.queue.create(name)
+    assert client.blob.get(f"{name}/secret").data == b"acme only"
+    assert other.blob.get(f"{name}/secret").data == b"other's"
+    [m] = client.queue.receive(name)
+    assert m.body == b"acme job"
+    assert other.queue.receive(name) == []
+
+
+def test_admin_calls_need_the_admin_tenant(client):
+    with pytest.raises(PermissionDenied, match="admin"):
+        client.admin.list_tenants()
+    with pytest.raises(PermissionDenied):
+        client.admin.create_tenant("intruder")
+    with pytest.raises(PermissionDenied):
+        client.account.usage("other")
+
+
+def test_admin_creates_a_tenant_that_can_then_call(admin, url, name):
+    token = admin.admin.create_tenant(name, quotas={"max_queues": 3})
+    assert name in [t.name for t in admin.admin.list_tenants()]
+    with Client(url, token) as fresh:
+        fresh.queue.create("q")
+        assert fresh.account.info().tenant == name
+    admin.admin.delete_tenant(name)
+    with pytest.raises(Unauthenticated):
+        with Client(url, token, timeout=3) as gone:
+            gone.queue.list()
+
+
+def test_usage_counts_calls_and_bytes(client, connect, name):
+    fresh_name = f"u{name}"
+    admin = connect("ops")
+    token = admin.admin.create_tenant(fresh_name)
+    with Client(client.url.url, token) as c:
+        c.blob.put("k", b"x" * 1000)
+        c.queue.create("q")
+        c.queue.send("q", b"a", b"b")
+        for m in c.queue.receive("q", 5):
+            c.queue.ack("q", m.receipt)
+        [usage] = c.account.usage()
+    calls = {u.call: (u.count, u.errors) for u in usage.calls}
+    assert calls["blob.PutBlob"] == (1, 0)
+    assert calls["queue.SendMessages"] == (1, 0)
+    assert usage.bytes_stored == 1000
+    assert usage.bytes_in >= 1000
+    assert (usage.messages_sent, usage.messages_received,
+            usage.messages_acked) == (2, 2, 2)
+    assert usage.queues == 1 and usage.blobs == 1
+    [seen] = admin.account.usage(fresh_name)
+    assert seen.bytes_stored == 1000
+    admin.admin.delete_tenant(fresh_name)
+
+
+def test_wrong_and_missing_tokens(url):
+    with pytest.raises(Unauthenticated):
+        with Client(url, "not-the-token-at-all", timeout=3) as c:
+            c.queue.list()
+    with pytest.raises(Unauthenticated, match="token"):
+        with Client(url, "", timeout=3) as c:
+            c.queue.list()
+
+
+def test_kernel_info(client):
+    info = client.account.info()
+    assert info.tenant == "acme"
+    assert {c.name for c in info.calls} >= {"queue.SendMessages", "blob.GetBlob"}
+    assert any(e.startswith("grpc://") for e in info.endpoints)
+    assert any(e.startswith("zmq+ipc://") for e in info.endpoints)
+    assert info.hot_paths in ("pure", "compiled")
