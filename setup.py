@@ -2,8 +2,8 @@
 
 The folder `kernel/` is installed as the package `nubis`, `services/` as
 `nubis.services` and `bench/` as `nubis.bench`. The protobuf modules are
-generated into `kernel/v1/` at build time, so a fresh checkout needs only
-`pip install .`. The Cython hot paths are optional: when they cannot be
+generated into `kernel/v1/` each time setup.py runs, so a fresh checkout
+needs only `pip install .`. The Cython hot paths are optional: when they cannot be
 compiled the install goes on and the pure-Python twins are used.
 """
 
@@ -14,7 +14,6 @@ import sys
 
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
-from setuptools.command.build_py import build_py
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PROTO_DIR = os.path.join(HERE, "proto")
@@ -44,12 +43,6 @@ def generate_abi() -> None:
                 'do not edit."""\n')
     for path in glob.glob(os.path.join(out, "nubis", "v1", "*")):
         os.replace(path, os.path.join(target, os.path.basename(path)))
-
-
-class BuildPy(build_py):
-    def run(self):
-        generate_abi()
-        super().run()
 
 
 class OptionalBuildExt(build_ext):
@@ -97,6 +90,10 @@ def read_version() -> str:
         return re.search(r'__version__ = "([^"]+)"', f.read()).group(1)
 
 
+# Every build step (metadata, wheel, editable) needs the package nubis.v1 to
+# exist, so the ABI is generated before setup() looks at the packages.
+generate_abi()
+
 setup(
     name="nubis",
     version=read_version(),
@@ -118,7 +115,7 @@ setup(
     ],
     package_data={"nubis.v1": ["*.pyi"], "nubis": ["py.typed"]},
     ext_modules=extensions(),
-    cmdclass={"build_py": BuildPy, "build_ext": OptionalBuildExt},
+    cmdclass={"build_ext": OptionalBuildExt},
     install_requires=[
         "grpcio>=1.66",
         "grpcio-health-checking>=1.66",
@@ -138,6 +135,12 @@ setup(
             "pytest-asyncio>=0.24",
             "hypothesis>=6",
             "ruff>=0.5",
+        ],
+        "bench": [
+            "redis[hiredis]>=5",
+            "nats-py>=2.6",
+            "matplotlib>=3.7",
+            "rich>=13",
         ],
     },
     entry_points={"console_scripts": ["nubis=nubis.cli.main:main"]},
