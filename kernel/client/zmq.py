@@ -172,16 +172,31 @@ class ZmqConnection:
 
     def call(self, method, request, content=None, timeout=None):
         rid = next(self._ids)
-        for frames in request_messages(method, request, content, rid, self.chunk):
-            self.sock.send_multipart(frames, copy=len(frames[-1]) < 65536)
         deadline = None if timeout is None else time.monotonic() + timeout
+        if content is None and not method.content_in:
+            self.sock.send_multipart([encode_header(REQUEST, method.id, rid),
+                                      request.SerializeToString()])
+        else:
+            for frames in request_messages(method, request, content, rid,
+                                           self.chunk):
+                self.sock.send_multipart(frames, copy=len(frames[-1]) < 65536)
+
+        frames = self._recv(deadline, rid, method.key)
+        _, kind, code, got = decode_header(frames[0])
+        if got == rid and kind == REPLY and not method.content_out:
+            if code:
+                raise error_for(code, _text(frames))
+            return method.response.FromString(frames[1]), None
+
+        # Streamed or content replies, and replies to calls given up on.
         reply = Reply(method)
-        while not reply.done:
-            frames = self._recv(deadline, rid, method.key)
-            _, kind, code, got = decode_header(frames[0])
+        while True:
             if got == rid:
                 reply.feed(kind, code, frames)
-        return reply.result()
+                if reply.done:
+                    return reply.result()
+            frames = self._recv(deadline, rid, method.key)
+            _, kind, code, got = decode_header(frames[0])
 
     def events(self, method, request, timeout=None):
         """Yield the responses of an events call until its stream ends."""
@@ -206,17 +221,19 @@ class ZmqConnection:
                 self.sock.send(encode_header(CANCEL, 0, rid))
 
     def _recv(self, deadline, rid, what: str) -> list:
+        sock = self.sock
         while True:
-            wait = 1.0
-            if deadline is not None:
-                wait = max(0.0, min(wait, deadline - time.monotonic()))
-            if self.sock.poll(wait * 1000):
-                return self.sock.recv_multipart()
+            if deadline is None:
+                wait = 1000
+            else:
+                wait = min(1000, max(0, int((deadline - time.monotonic()) * 1000)))
+            if sock.poll(wait):
+                return sock.recv_multipart()
             if _auth_failed(self.monitor):
                 raise Unauthenticated(f"the kernel at {self.endpoint} refused "
                                       "the token")
             if deadline is not None and time.monotonic() >= deadline:
-                self.sock.send(encode_header(CANCEL, 0, rid))
+                sock.send(encode_header(CANCEL, 0, rid))
                 if what == "ping":
                     raise Unavailable(f"no kernel answered at {self.endpoint}")
                 raise DeadlineExceeded(f"{what}: no reply within the deadline")

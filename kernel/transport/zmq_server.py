@@ -191,13 +191,19 @@ class ZmqServer:
         sock = self.sock
         if sock is None:
             return
+        recv, events = sock.recv, sock.getsockopt
         for _ in range(DRAIN_BATCH):
-            try:
-                frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
-            except zmq.Again:
+            # Checking EVENTS is cheaper than letting recv raise zmq.Again.
+            if not events(zmq.EVENTS) & zmq.POLLIN:
                 return
+            # The routing-id frame is received as a Frame for its User-Id
+            # property; header and request as bytes; content zero-copy.
+            first = recv(zmq.NOBLOCK, copy=False)
+            frames = [first.bytes]
+            while events(zmq.RCVMORE):
+                frames.append(recv(zmq.NOBLOCK, copy=len(frames) < 3))
             try:
-                self._on_message(frames)
+                self._on_message(frames, first.get("User-Id"))
             except Exception:
                 log.exception("zeromq: unexpected error on a message")
         self.loop.call_soon(self._ready)
@@ -207,13 +213,12 @@ class ZmqServer:
         if self.sock is not None and self.sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
             self.loop.call_soon(self._ready)
 
-    def _on_message(self, frames: list) -> None:
-        peer = frames[0].bytes
+    def _on_message(self, frames: list, user: str) -> None:
+        peer = frames[0]
         if len(frames) < 2:
             return self._fail(peer, 0, InvalidArgument("message has no header frame"))
-        head = frames[1]
         try:
-            version, kind, code, rid = decode_header(head.bytes)
+            version, kind, code, rid = decode_header(frames[1])
         except ValueError as e:
             return self._fail(peer, 0, InvalidArgument(f"malformed header: {e}"))
         if version != VERSION:
@@ -222,7 +227,7 @@ class ZmqServer:
                 f"speaks version {VERSION}"))
 
         if kind == REQUEST or kind == OPEN:
-            self._request(peer, rid, code, frames, head, kind == OPEN)
+            self._request(peer, rid, code, frames, user, kind == OPEN)
         elif kind == DATA:
             self._stream_data(peer, rid, frames)
         elif kind == END:
@@ -236,9 +241,9 @@ class ZmqServer:
 
     # -- requests ----------------------------------------------------------
 
-    def _request(self, peer, rid, call_id, frames, head, streamed) -> None:
+    def _request(self, peer, rid, call_id, frames, user, streamed) -> None:
         started = time.perf_counter_ns()
-        tenant = self.kernel.tenants.by_name.get(head.get("User-Id"))
+        tenant = self.kernel.tenants.by_name.get(user)
         if tenant is None:
             return self._fail(peer, rid, Unauthenticated(
                 "the tenant of this connection no longer exists"))
@@ -251,7 +256,7 @@ class ZmqServer:
                 started)
         method = call.method
         try:
-            request = method.request.FromString(frames[2].bytes)
+            request = method.request.FromString(frames[2])
         except DecodeError as e:
             return self._fail(peer, rid, InvalidArgument(
                 f"{call.key}: request is not a valid {method.request.__name__}: "
@@ -260,13 +265,13 @@ class ZmqServer:
             return self._fail(peer, rid, InvalidArgument(
                 f"{call.key} takes no content"), call, tenant, started)
 
-        size = sum(len(f) for f in frames)
+        size = len(frames[2]) if len(frames) == 3 else sum(map(len, frames[2:]))
         if streamed:
             return self._stream_open(peer, rid, call, tenant, request, frames,
                                      started)
         body = None
         if method.content_in:
-            body = _join([request.data, *(f.buffer for f in frames[3:])])
+            body = _join([request.data, *map(memoryview, frames[3:])])
         self._invoke(peer, rid, call, tenant, request, body, started, size)
 
     def _invoke(self, peer, rid, call, tenant, request, body, started, size):
@@ -281,7 +286,7 @@ class ZmqServer:
                               started, size)
         if isinstance(result, _Message):
             out = result.SerializeToString()
-            self._send([peer, encode_header(REPLY, 0, rid), out], True)
+            self._send([peer, encode_header(REPLY, 0, rid), out])
             self.kernel.finish(call, tenant, started, None, size, len(out))
         elif type(result) is tuple:
             sent = self._send_content(peer, rid, *result)
@@ -353,13 +358,13 @@ class ZmqServer:
         """Send a reply with content: inline if small, else streamed."""
         out = response.SerializeToString()
         if len(content) <= self.chunk:
-            self._send([peer, encode_header(REPLY, 0, rid), out, content])
+            self._send([peer, encode_header(REPLY, 0, rid), out, content], False)
             return len(out) + len(content)
         self._send([peer, encode_header(REPLY_OPEN, 0, rid), out])
         view = memoryview(content)
         data = encode_header(DATA, 0, rid)
         for at in range(0, len(view), self.chunk):
-            self._send([peer, data, view[at:at + self.chunk]])
+            self._send([peer, data, view[at:at + self.chunk]], False)
         self._send([peer, encode_header(END, 0, rid), b""])
         return len(out) + len(content)
 
@@ -376,7 +381,7 @@ class ZmqServer:
                 "connection"), call, tenant, started)
         stream = self.streams[key] = _InStream(call, tenant, request, started)
         self.open_per_peer[peer] = self.open_per_peer.get(peer, 0) + 1
-        self._stream_add(stream, [request.data, *(f.buffer for f in frames[3:])])
+        self._stream_add(stream, [request.data, *map(memoryview, frames[3:])])
 
     def _stream_add(self, stream, chunks) -> None:
         stream.touched = time.monotonic()
@@ -398,7 +403,7 @@ class ZmqServer:
         if stream is None:
             return self._fail(peer, rid, FailedPrecondition(
                 f"request id {rid} has no open stream"))
-        self._stream_add(stream, [f.buffer for f in frames[2:]])
+        self._stream_add(stream, list(map(memoryview, frames[2:])))
 
     def _stream_end(self, peer, rid) -> None:
         stream = self._stream_close((peer, rid))
@@ -441,10 +446,14 @@ class ZmqServer:
 
     # -- sending -----------------------------------------------------------
 
-    def _send(self, frames: list, in_reader: bool = False) -> bool:
-        """Send one message; False if its peer has gone away."""
+    def _send(self, frames: list, copy: bool = True) -> bool:
+        """Send one message; False if its peer has gone away.
+
+        Content frames go with copy=False: pyzmq then copies those under its
+        copy threshold and shares the larger ones with the store.
+        """
         try:
-            self.sock.send_multipart(frames, zmq.NOBLOCK, copy=False)
+            self.sock.send_multipart(frames, zmq.NOBLOCK, copy=copy)
         except zmq.ZMQError as e:
             if e.errno != zmq.EHOSTUNREACH:
                 log.warning("zeromq: cannot send a reply: %s", e)
