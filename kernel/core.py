@@ -12,7 +12,7 @@ import logging
 import time
 
 from nubis import calls
-from nubis.errors import NubisError, PermissionDenied
+from nubis.errors import NubisError, PermissionDenied, ResourceExhausted
 from nubis.histogram import Histogram
 from nubis.tenants import TenantRegistry
 from nubis.version import __version__
@@ -43,6 +43,10 @@ class Kernel:
         """Run one cloud call for a tenant; returns what the handler returns."""
         if call.admin and not tenant.admin:
             raise PermissionDenied(f"{call.key} is for the admin tenant only")
+        if tenant.bucket is not None and not tenant.bucket.take():
+            raise ResourceExhausted(
+                f"tenant {tenant.name!r} is over its rate limit of "
+                f"{tenant.quotas.calls_per_second} calls per second")
         return call.handler(self, tenant, request, body)
 
     def finish(self, call, tenant, started_ns: int, error: NubisError | None,

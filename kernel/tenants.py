@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import re
 import secrets
+import time
 from dataclasses import dataclass, field, fields
 
 from nubis.blob import BlobLimits, BlobStore
@@ -58,8 +59,32 @@ class Usage:
     messages_acked: int = 0
 
 
+class TokenBucket:
+    """A rate limit: `rate` calls a second on average, bursts up to `burst`."""
+
+    __slots__ = ("rate", "burst", "tokens", "stamp")
+
+    def __init__(self, rate: float, burst: float):
+        self.rate = rate
+        self.burst = burst
+        self.tokens = burst
+        self.stamp = time.monotonic()
+
+    def take(self) -> bool:
+        """Spend one token if there is one."""
+        now = time.monotonic()
+        tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if tokens < 1.0:
+            self.tokens = tokens
+            return False
+        self.tokens = tokens - 1.0
+        return True
+
+
 class Tenant:
-    __slots__ = ("name", "admin", "quotas", "ports", "queues", "blobs", "usage")
+    __slots__ = ("name", "admin", "quotas", "ports", "queues", "blobs", "usage",
+                 "bucket")
 
     def __init__(self, name: str, quotas: Quotas, admin: bool = False,
                  ports: tuple = ()):
@@ -78,6 +103,8 @@ class Tenant:
             max_blob_bytes=quotas.max_blob_bytes,
         ))
         self.usage = Usage()
+        rate = quotas.calls_per_second
+        self.bucket = TokenBucket(rate, max(1.0, float(rate))) if rate else None
 
     def __repr__(self) -> str:
         return f"<Tenant {self.name}>"

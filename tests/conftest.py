@@ -25,6 +25,7 @@ TOKENS = {
     "other": "other-token-0123456789",
     "ops": "ops-token-0123456789",
     "small": "small-token-0123456789",
+    "slow": "slow-token-0123456789",
 }
 TRANSPORTS = ("zmq+ipc", "zmq+tcp", "grpc")
 
@@ -64,6 +65,10 @@ max_message_bytes = 1024
 max_queue_depth = 5
 max_bytes_stored = 65536
 max_blob_bytes = 32768
+
+[tenants.slow]
+token = "{TOKENS['slow']}"
+quotas = {{ calls_per_second = 5 }}
 """)
     return path
 

@@ -94,3 +94,22 @@ def test_kernel_info(client):
     assert any(e.startswith("grpc://") for e in info.endpoints)
     assert any(e.startswith("zmq+ipc://") for e in info.endpoints)
     assert info.hot_paths in ("pure", "compiled")
+
+
+def test_rate_limit_answers_resource_exhausted(connect):
+    import time
+
+    from nubis.errors import ResourceExhausted
+
+    slow = connect("slow")
+    time.sleep(1.2)               # a full bucket, whatever ran before
+    refused = 0
+    for _ in range(12):
+        try:
+            slow.account.info()
+        except ResourceExhausted as e:
+            assert "5 calls per second" in str(e)
+            refused += 1
+    assert 5 <= 12 - refused <= 7     # the burst, and a refill in between
+    time.sleep(1.2)
+    assert slow.account.info().tenant == "slow"
