@@ -10,6 +10,7 @@ compiled the install goes on and the pure-Python twins are used.
 import glob
 import os
 import re
+import shutil
 import sys
 
 from setuptools import Extension, setup
@@ -64,7 +65,11 @@ class OptionalBuildExt(build_ext):
 
 
 def extensions() -> list:
-    """One extension per ext/*.pyx, installed as nubis._ext.<name>."""
+    """One extension per ext/*.pyx, installed as nubis._ext.<name>.
+
+    A module Cython cannot compile is left out with a message, as one the
+    C compiler fails on is (OptionalBuildExt): its pure twin stands in.
+    """
     if os.environ.get("NUBIS_NO_EXT") == "1":
         return []
     sources = sorted(glob.glob(os.path.join("ext", "*.pyx")))
@@ -75,14 +80,29 @@ def extensions() -> list:
     except ImportError:
         print("nubis: Cython missing; using pure Python", file=sys.stderr)
         return []
-    exts = [
-        Extension(f"nubis._ext.{os.path.splitext(os.path.basename(s))[0]}",
-                  [s], extra_compile_args=["-O3"])
-        for s in sources
-    ]
-    return cythonize(exts, language_level=3, quiet=True,
-                     compiler_directives={"boundscheck": False,
-                                          "wraparound": False})
+
+    # Cython looks for the .pxd of nubis._ext.<name> as nubis/_ext/<name>.pxd
+    # on its include path, not beside the .pyx, so the .pxd files are staged
+    # under that path.
+    staged = os.path.join(HERE, "build", "pxd")
+    os.makedirs(os.path.join(staged, "nubis", "_ext"), exist_ok=True)
+    for pxd in glob.glob(os.path.join("ext", "*.pxd")):
+        shutil.copy2(pxd, os.path.join(staged, "nubis", "_ext"))
+
+    exts = []
+    for source in sources:
+        name = os.path.splitext(os.path.basename(source))[0]
+        ext = Extension(f"nubis._ext.{name}", [source],
+                        extra_compile_args=["-O3"])
+        try:
+            exts += cythonize([ext], language_level=3, quiet=True,
+                              include_path=[staged],
+                              compiler_directives={"boundscheck": False,
+                                                   "wraparound": False})
+        except Exception as e:  # noqa: BLE001 - Cython's CompileError and kin
+            print(f"nubis: {ext.name} not cythonized ({e}); using pure Python",
+                  file=sys.stderr)
+    return exts
 
 
 def read_version() -> str:
@@ -110,7 +130,7 @@ setup(
     packages=[
         "nubis", "nubis.v1", "nubis._ext", "nubis.services", "nubis.bench",
         *[f"nubis.{p}" for p in (
-            "queue", "blob", "transport", "client", "cli", "handlers",
+            "queue", "blob", "transport", "client", "cli", "handlers", "proc",
         )],
     ],
     package_data={"nubis.v1": ["*.pyi"], "nubis": ["py.typed"]},

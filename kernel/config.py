@@ -59,6 +59,17 @@ class KernelConfig:
     # Largest object a streamed put may assemble (also capped per tenant).
     max_stream_bytes: int = 2 << 30
     log_level: str = "INFO"
+    # Cloud processes (SPAWN): off with spawn = false or without ZeroMQ.
+    spawn: bool = True
+    proc_dir: str = ""              # where the worker folder goes; "" = /tmp
+    proc_uid_base: int = 200000     # tenant N runs as uid base + N (as root)
+    proc_idle_seconds: int = 30     # idle workers beyond warm targets retire
+    proc_concurrency: int = 16      # processes running at once per tenant
+    proc_history: int = 1000        # ended processes kept per tenant
+    proc_log_bytes: int = 1 << 20   # captured output kept per process
+    proc_max_processes: int = 256   # RLIMIT_NPROC per tenant user id
+    proc_open_files: int = 256      # RLIMIT_NOFILE per worker
+    proc_file_bytes: int = 64 << 20  # RLIMIT_FSIZE per worker
     tenants: list = field(default_factory=list)
 
     def set(self, key: str, value, where: str) -> None:

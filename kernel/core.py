@@ -32,6 +32,8 @@ class Kernel:
         self.version = __version__
         # (tenant name, queue name) -> waiting long polls, oldest first.
         self.queue_waiters: dict = {}
+        # The cloud process supervisor, when SPAWN runs (nubis.proc).
+        self.procs = None
         for t in config.tenants:
             self.tenants.add(t.name, t.token, t.quotas, t.admin, t.ports)
 

@@ -6,7 +6,13 @@ kernel keeps its own fixed layout and reports percentiles from it. A value
 falls in bucket (e, m): e is the power of two below it and m the next
 SUB_BITS bits, giving a relative error under 1/2**SUB_BITS (about 3%).
 Values are integers (nanoseconds); zero and negatives count as zero.
+
+This is the pure twin of `ext/histogram.pyx`, which keeps the same layout in
+a C array; `Histogram` is the compiled class where it is built, and
+`PureHistogram` is always this one.
 """
+
+from nubis import _hot
 
 SUB_BITS = 5
 SUB = 1 << SUB_BITS
@@ -58,3 +64,9 @@ def _upper(index: int) -> int:
     if e == 0:
         return m
     return ((SUB | m) << (e - 1)) + (1 << (e - 1)) - 1
+
+
+PureHistogram = Histogram
+_ext = _hot.compiled("histogram")
+if _ext is not None:
+    Histogram = _ext.Histogram

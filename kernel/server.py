@@ -20,6 +20,7 @@ class Server:
         self.transports = []
         self.demo_token = None
         self.stopped = asyncio.Event()
+        self.proc_runtime = None
 
     async def start(self) -> None:
         if not self.kernel.tenants.by_name:
@@ -31,6 +32,8 @@ class Server:
             await zmq_server.start()
             self.transports.append(zmq_server)
             self.kernel.endpoints += [f"zmq+{e}" for e in zmq_server.bound]
+            if self.config.spawn:
+                await self._start_procs()
         if self.config.grpc:
             from nubis.transport.grpc_server import GrpcServer
 
@@ -40,6 +43,20 @@ class Server:
             self.kernel.endpoints.append(f"grpc://{grpc_server.bound}")
         log.info("kernel %s serving %s (hot paths: %s)", self.kernel.version,
                  ", ".join(self.kernel.endpoints), self.kernel.hot_paths())
+
+    async def _start_procs(self) -> None:
+        """SPAWN: the zygote, the worker endpoint and the supervisor."""
+        from nubis.proc import ProcRuntime
+
+        runtime = ProcRuntime(self.kernel, self.config)
+        try:
+            await runtime.start()
+        except OSError as e:
+            log.warning("cloud processes are off: %s", e)
+            await runtime.stop()
+            return
+        self.proc_runtime = runtime
+        self.kernel.procs = runtime.supervisor
 
     def _add_demo_tenant(self) -> None:
         """With no tenants configured, make `demo` and write its token down."""
@@ -56,6 +73,10 @@ class Server:
                  "is in %s", path)
 
     async def stop(self) -> None:
+        if self.proc_runtime is not None:
+            await self.proc_runtime.stop()
+            self.proc_runtime = None
+            self.kernel.procs = None
         for transport in reversed(self.transports):
             await transport.stop()
         self.transports.clear()

@@ -57,6 +57,10 @@ class Usage:
     messages_sent: int = 0
     messages_received: int = 0
     messages_acked: int = 0
+    # Cloud processes: CPU seconds their workers used, and how many ran.
+    cpu_user_seconds: float = 0.0
+    cpu_system_seconds: float = 0.0
+    processes: int = 0
 
 
 class TokenBucket:
@@ -164,9 +168,21 @@ class TenantRegistry:
         if tenant is None:
             raise NotFound(f"tenant {name!r} not found")
         for digest, (t, _) in list(self._by_digest.items()):
-            if t is tenant:
+            if t is tenant or getattr(t, "tenant", None) is tenant:
                 del self._by_digest[digest]
         return tenant
+
+    def add_token(self, tenant, token: str) -> None:
+        """Accept one more token for `tenant` (or a view of it, as for a
+        cloud process's worker) until it is revoked."""
+        digest = _digest(token)
+        if digest in self._by_digest:
+            raise AlreadyExists("token already in use")
+        self._by_digest[digest] = (tenant, token.encode())
+
+    def revoke_token(self, token: str) -> None:
+        """Forget a token added with add_token."""
+        self._by_digest.pop(_digest(token), None)
 
     def authenticate(self, token: str) -> Tenant:
         """The tenant holding this token; UNAUTHENTICATED if none does."""

@@ -65,6 +65,7 @@ max_message_bytes = 1024
 max_queue_depth = 5
 max_bytes_stored = 65536
 max_blob_bytes = 32768
+max_processes = 2
 
 [tenants.slow]
 token = "{TOKENS['slow']}"

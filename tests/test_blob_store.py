@@ -6,7 +6,9 @@ import types
 
 import pytest
 
-from nubis.blob import Blob, BlobLimits, BlobStore
+from nubis._hot import built
+from nubis.blob import Blob, BlobLimits
+from nubis.blob import store as pure
 from nubis.errors import (
     FailedPrecondition,
     InvalidArgument,
@@ -15,8 +17,9 @@ from nubis.errors import (
     ResourceExhausted,
 )
 
-# Every test runs against each implementation; the Cython twin joins here.
-IMPLS = [BlobStore]
+# Every test runs against each twin: the pure one, and the compiled one where
+# it is built (whatever NUBIS_PURE says).
+IMPLS = [pure.BlobStore] + [m.BlobStore for m in [built("blob_store")] if m]
 
 
 @pytest.fixture(params=IMPLS, ids=lambda cls: cls.__module__)

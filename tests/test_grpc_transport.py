@@ -37,7 +37,7 @@ from nubis.errors import (
 from nubis.server import Server
 from nubis.tenants import Quotas
 from nubis.transport.grpc_server import GrpcServer
-from nubis.v1 import blob_pb2, listen_pb2, queue_pb2, spawn_pb2
+from nubis.v1 import blob_pb2, listen_pb2, queue_pb2
 
 TOKEN = "acme-token-123"
 OTHER_TOKEN = "other-token-456"
@@ -345,12 +345,12 @@ def test_deadline_cancels_the_long_poll(kernel, conn):
         time.sleep(0.05)
 
 
-def test_spawn_is_unimplemented(conn):
-    with pytest.raises(Unimplemented, match="cloud processes"):
-        conn.call(abi.BY_NAME["Spawn"], spawn_pb2.SpawnRequest())
+def test_listen_is_unimplemented(conn):
+    with pytest.raises(Unimplemented, match="listeners"):
+        conn.call(abi.BY_NAME["Listen"], listen_pb2.ListenRequest())
     with pytest.raises(Unimplemented):
-        list(conn.events(abi.BY_NAME["ReadProcessLogs"],
-                         spawn_pb2.ReadProcessLogsRequest(pid="p1")))
+        list(conn.events(abi.BY_NAME["AttachListener"],
+                         listen_pb2.AttachListenerRequest()))
 
 
 def test_events_stream_then_error(kernel, conn, monkeypatch):
@@ -432,8 +432,8 @@ def test_async_connection(kernel):
             reply, _ = await c.call(LIST_QUEUES, queue_pb2.ListQueuesRequest())
             assert isinstance(reply, queue_pb2.ListQueuesResponse)
             with pytest.raises(Unimplemented):
-                async for _ in c.events(abi.BY_NAME["ReadProcessLogs"],
-                                        spawn_pb2.ReadProcessLogsRequest()):
+                async for _ in c.events(abi.BY_NAME["AttachListener"],
+                                        listen_pb2.AttachListenerRequest()):
                     pass
 
     asyncio.run(main())

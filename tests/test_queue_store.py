@@ -5,6 +5,7 @@ import re
 
 import pytest
 
+from nubis._hot import built
 from nubis.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -12,10 +13,12 @@ from nubis.errors import (
     NotFound,
     ResourceExhausted,
 )
-from nubis.queue import QueueLimits, QueueSettings, QueueStore, Received
+from nubis.queue import QueueLimits, QueueSettings, Received
+from nubis.queue import store as pure
 
-# Every test runs against each implementation; the Cython twin joins here.
-IMPLS = [QueueStore]
+# Every test runs against each twin: the pure one, and the compiled one where
+# it is built (whatever NUBIS_PURE says).
+IMPLS = [pure.QueueStore] + [m.QueueStore for m in [built("queue_store")] if m]
 
 WALL = 1_700_000_000.25  # unix seconds the fake wall clock reads
 START = 1000.0  # monotonic seconds at the start of each test

@@ -129,11 +129,16 @@ def run() -> None:
 
 
 def _register() -> None:
-    from nubis.cli import blob, queue, tenant
+    # nubis.bench.cli imports click only; the suite loads when `bench` runs.
+    from nubis.bench.cli import bench
+    from nubis.cli import blob, queue, spawn, tenant
 
     main.add_command(blob.blob)
     main.add_command(queue.queue)
     main.add_command(tenant.tenant)
+    for command in spawn.COMMANDS:
+        main.add_command(command)
+    main.add_command(bench)
 
 
 _register()

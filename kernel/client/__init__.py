@@ -17,16 +17,34 @@ failed call raises the NubisError subclass of its status code.
 import os
 
 from nubis import abi
-from nubis.client.api import AccountApi, AdminApi, BlobApi, BlobContent, QueueApi
+from nubis.client.api import (
+    AccountApi,
+    AdminApi,
+    BlobApi,
+    BlobContent,
+    QueueApi,
+    SpawnApi,
+)
 from nubis.client.url import KernelUrl, parse
 from nubis.config import runtime_dir
 from nubis.errors import *  # noqa: F403 - the exceptions are part of the API
 from nubis.errors import NubisError
 
 __all__ = ["Client", "AsyncClient", "BlobContent", "NubisError", "default_url",
-           "default_token", "KernelUrl", "parse"]
+           "default_token", "KernelUrl", "parse", "current"]
 
 DEFAULT_TIMEOUT = 30.0
+
+# Inside a cloud process: its client, bound to its tenant (set by the worker).
+_current = None
+
+
+def current() -> "Client":
+    """The client of the cloud process this code runs in."""
+    if _current is None:
+        raise RuntimeError("nubis.client.current() works only inside a cloud "
+                           "process")
+    return _current
 
 
 def default_url() -> str:
@@ -55,6 +73,7 @@ class _Base:
         self.blob = BlobApi(self._call)
         self.account = AccountApi(self._call)
         self.admin = AdminApi(self._call)
+        self.spawn = SpawnApi(self._call, self.events)
 
     def _deadline(self, timeout, wait):
         timeout = self.timeout if timeout is None else timeout

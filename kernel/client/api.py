@@ -10,7 +10,7 @@ Times are seconds (floats) in this API and milliseconds on the wire.
 
 from dataclasses import dataclass
 
-from nubis.v1 import account_pb2, blob_pb2, queue_pb2
+from nubis.v1 import account_pb2, blob_pb2, queue_pb2, spawn_pb2
 
 
 def _ms(seconds) -> int:
@@ -196,6 +196,88 @@ class AdminApi(_Api):
     def list_tenants(self, *, timeout: float | None = None):
         return self._call("ListTenants", account_pb2.ListTenantsRequest(),
                           timeout=timeout, post=lambda r, _: list(r.tenants))
+
+
+_RESTART = {"never": 1, "on-failure": 2, "always": 3}
+
+
+class SpawnApi(_Api):
+    """SPAWN: cloud processes running Python source, supervised and retried."""
+
+    __slots__ = ("_events",)
+
+    def __init__(self, call, events):
+        super().__init__(call)
+        self._events = events
+
+    @staticmethod
+    def executable(entry: str, source: str | None = None, *,
+                   blob_key: str = "", name: str = ""):
+        """An Executable message: inline source, or the key of a blob."""
+        if source is not None:
+            return spawn_pb2.Executable(source=source, entry=entry, name=name)
+        return spawn_pb2.Executable(blob_key=blob_key, entry=entry, name=name)
+
+    def spawn(self, entry: str, source: str | None = None, args: bytes = b"", *,
+              blob_key: str = "", name: str = "", attempts: int = 0,
+              backoff: tuple = (0, 0), timeout_s: float = 0,
+              cpu_seconds: int = 0, memory_bytes: int = 0,
+              max_processes: int = 0, restart: str = "never",
+              idempotency_key: str = "", env: dict | None = None,
+              max_concurrency: int = 0, rate_per_second: float = 0,
+              timeout: float | None = None):
+        """Start a cloud process running `entry(args)`: a SpawnResponse
+        (pid, warm, existing). `timeout_s` limits each attempt; `timeout`
+        is the call's own deadline. attempts=-1 retries until success."""
+        if restart not in _RESTART:
+            raise ValueError(f"restart must be one of {sorted(_RESTART)}")
+        options = spawn_pb2.SpawnOptions(
+            attempts=attempts, backoff_min_ms=_ms(backoff[0]),
+            backoff_max_ms=_ms(backoff[1]), timeout_ms=_ms(timeout_s),
+            cpu_seconds=cpu_seconds, memory_bytes=memory_bytes,
+            max_processes=max_processes, restart=_RESTART[restart],
+            idempotency_key=idempotency_key, env=env or {},
+            max_concurrency=max_concurrency, rate_per_second=rate_per_second)
+        request = spawn_pb2.SpawnRequest(
+            executable=self.executable(entry, source, blob_key=blob_key,
+                                       name=name),
+            args=args, options=options)
+        return self._call("Spawn", request, timeout=timeout)
+
+    def wait(self, pid: str, wait: float = 0, *, timeout: float | None = None):
+        """Wait up to `wait` seconds for a process to end: a
+        WaitProcessResponse (process info, and whether it ended)."""
+        return self._call("WaitProcess", spawn_pb2.WaitProcessRequest(
+            pid=pid, timeout_ms=_ms(wait)), timeout=timeout, wait=wait)
+
+    def kill(self, pid: str, signal: int = 0, *, timeout: float | None = None):
+        """Signal a process (SIGTERM by default) and stop its retries."""
+        return self._call("KillProcess", spawn_pb2.KillProcessRequest(
+            pid=pid, signal=signal), timeout=timeout, post=_none)
+
+    def list(self, state: int = 0, *, page_size: int = 0, page_token: str = "",
+             timeout: float | None = None):
+        """One page of the caller's processes, newest first."""
+        return self._call("ListProcesses", spawn_pb2.ListProcessesRequest(
+            state=state, page_size=page_size, page_token=page_token),
+            timeout=timeout)
+
+    def logs(self, pid: str, *, offset: int = 0, follow: bool = False,
+             timeout: float | None = None):
+        """Iterate ReadProcessLogsResponse chunks of a process's output."""
+        return self._events("ReadProcessLogs", spawn_pb2.ReadProcessLogsRequest(
+            pid=pid, offset=offset, follow=follow), timeout)
+
+    def warm_pool(self, entry: str, source: str | None = None, count: int = 1, *,
+                  blob_key: str = "", name: str = "", memory_bytes: int = 0,
+                  max_processes: int = 0, timeout: float | None = None):
+        """Keep `count` workers of an executable ready (0 lets them go)."""
+        return self._call("SetWarmPool", spawn_pb2.SetWarmPoolRequest(
+            executable=self.executable(entry, source, blob_key=blob_key,
+                                       name=name),
+            count=count, options=spawn_pb2.SpawnOptions(
+                memory_bytes=memory_bytes, max_processes=max_processes)),
+            timeout=timeout, post=_none)
 
 
 def _none(response, content):

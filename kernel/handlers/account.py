@@ -22,6 +22,8 @@ def usage_of(tenant) -> pb.Usage:
         queues=tenant.queues.queue_count, blobs=tenant.blobs.count,
         messages_sent=u.messages_sent, messages_received=u.messages_received,
         messages_acked=u.messages_acked,
+        cpu_user_seconds=u.cpu_user_seconds,
+        cpu_system_seconds=u.cpu_system_seconds, processes=u.processes,
     )
 
 

@@ -75,7 +75,7 @@ def receive_messages(kernel, tenant, req, body):
             f"wait_ms {req.wait_ms} is over the maximum of {MAX_WAIT_MS}")
     got = tenant.queues.receive(req.queue, req.max_messages, req.lease_ms)
     if got or not req.wait_ms:
-        return _received(tenant, got)
+        return _received(tenant, req.queue, got)
     return _long_poll(kernel, tenant, req, time.monotonic() + req.wait_ms / 1e3)
 
 
@@ -100,7 +100,7 @@ async def _long_poll(kernel, tenant, req, deadline: float):
             _discard(kernel, key, waiter)
         got = store.receive(req.queue, req.max_messages, req.lease_ms)
         if got or time.monotonic() >= deadline:
-            return _received(tenant, got)
+            return _received(tenant, req.queue, got)
 
 
 def _expire(waiter) -> None:
@@ -132,8 +132,12 @@ def wake(kernel, tenant, queue: str, count: int = 1, all_waiters=False) -> None:
         del kernel.queue_waiters[(tenant.name, queue)]
 
 
-def _received(tenant, got) -> pb.ReceiveMessagesResponse:
+def _received(tenant, queue: str, got) -> pb.ReceiveMessagesResponse:
     tenant.usage.messages_received += len(got)
+    # A cloud process's connection: its leases end when the process dies.
+    on_receive = getattr(tenant, "on_receive", None)
+    if on_receive is not None and got:
+        on_receive(queue, got)
     return pb.ReceiveMessagesResponse(messages=[
         pb.ReceivedMessage(
             message_id=m.message_id, body=m.body, receipt=m.receipt,

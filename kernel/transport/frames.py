@@ -41,3 +41,14 @@ def decode_header(frame: bytes) -> tuple[int, int, int, int]:
     if len(frame) != HEADER_SIZE:
         raise ValueError(f"header frame is {len(frame)} bytes, not {HEADER_SIZE}")
     return _unpack(frame)
+
+
+# The compiled twin takes over where it is built, unless NUBIS_PURE=1; the
+# pure functions stay reachable under these names for tests and benchmarks.
+from nubis import _hot  # noqa: E402 - the twin is picked once all is defined
+
+pure_encode_header, pure_decode_header = encode_header, decode_header
+_ext = _hot.compiled("frames")
+if _ext is not None:
+    encode_header = _ext.encode_header
+    decode_header = _ext.decode_header
