@@ -154,6 +154,7 @@ setup(
             "pytest-timeout>=2.3",
             "pytest-asyncio>=0.24",
             "hypothesis>=6",
+            "grpcio-tools>=1.66",
             "ruff>=0.5",
         ],
         "bench": [

@@ -63,7 +63,7 @@ def _payloads(ctx, param, value):
 @click.option("--warmup", type=click.FloatRange(0, 600),
               help="Untimed seconds before each case.  [default: a quarter of "
               "the duration, at most 0.5]")
-@click.option("--out", type=click.Path(file_okay=False), default="bench-results",
+@click.option("--out", type=click.Path(file_okay=False), default="bench-out",
               show_default=True, help="Folder for results.json, results.md "
               "and the plots.")
 @click.option("--memory-messages", type=click.IntRange(0, 20_000_000),

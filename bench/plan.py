@@ -81,7 +81,7 @@ class Options:
     processes: int = 4              # processes: client processes
     duration: float = 4.0           # timed seconds per case
     warmup: float | None = None     # untimed seconds before; None: derived
-    out: str = "bench-results"
+    out: str = "bench-out"
     memory_messages: int = 1_000_000
     peers: bool = True
 

@@ -103,6 +103,17 @@ cdef inline bint _within(object value, long long most) except -1:
     return 0 <= value <= most
 
 
+cdef inline double _limit(object value) except? -1.0:
+    """A limit as a C number; an int is read without making a float."""
+    cdef int overflow = 0
+    cdef long long v
+    if PyLong_CheckExact(value):
+        v = PyLong_AsLongLongAndOverflow(value, &overflow)
+        if not overflow:
+            return <double>v
+    return value
+
+
 cdef inline tuple _entry(object entry):
     """An entry as a 4-tuple, or the error `a, b, c, d = entry` raises."""
     cdef tuple items
@@ -536,7 +547,7 @@ cdef class QueueStore:
 
         if type(entries) is not list:
             entries = list(entries)
-        limit = self._limits.max_message_bytes
+        limit = _limit(self._limits.max_message_bytes)
         for entry in <list>entries:
             body, delay_ms, group, dedup_id = _entry(entry)
             length = len(body)
@@ -560,7 +571,7 @@ cdef class QueueStore:
         return ids
 
     cdef list _send_fifo(self, _Queue q, object entries, double now):
-        cdef double limit = self._limits.max_message_bytes
+        cdef double limit = _limit(self._limits.max_message_bytes)
         cdef dict known = q.dedup
         cdef set batch = set()
         cdef long long size = 0
@@ -610,18 +621,18 @@ cdef class QueueStore:
 
     cdef int _check_room(self, _Queue q, Py_ssize_t count, long long size,
                          double now) except -1:
+        cdef Py_ssize_t held = q.n_messages
         if not count:
             return 0
         limits = self._limits
-        held = q.n_messages
-        if held + count > <double>limits.max_depth:
+        if held + count > _limit(limits.max_depth):
             raise ResourceExhausted(
                 f"queue {q.name!r} holds {held} messages; {count} more would "
                 f"pass the limit of {limits.max_depth}")
-        if self._bytes + size > <double>limits.max_bytes:
+        if self._bytes + size > _limit(limits.max_bytes):
             # Other queues may hold messages past retention not yet dropped.
             self._reclaim(now)
-        if self._bytes + size > <double>limits.max_bytes:
+        if self._bytes + size > _limit(limits.max_bytes):
             raise ResourceExhausted(
                 f"queues hold {self._bytes} bytes; {size} more would pass the "
                 f"limit of {limits.max_bytes} bytes")
