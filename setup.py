@@ -114,6 +114,13 @@ def read_version() -> str:
 # exist, so the ABI is generated before setup() looks at the packages.
 generate_abi()
 
+BENCH = [
+    "redis[hiredis]>=5",
+    "nats-py>=2.6",
+    "matplotlib>=3.7",
+    "rich>=13",
+]
+
 setup(
     name="nubis",
     version=read_version(),
@@ -130,7 +137,7 @@ setup(
     packages=[
         "nubis", "nubis.v1", "nubis._ext", "nubis.services", "nubis.bench",
         *[f"nubis.{p}" for p in (
-            "queue", "blob", "transport", "client", "cli", "handlers", "proc",
+            "queue", "blob", "transport", "client", "cli", "handlers", "proc", "net",
         )],
     ],
     package_data={"nubis.v1": ["*.pyi"], "nubis": ["py.typed"]},
@@ -148,6 +155,9 @@ setup(
         "sortedcontainers>=2.4",
     ],
     extras_require={
+        "bench": BENCH,
+        # The tests run the benchmark suite too, so they need its peers'
+        # clients and the plotting library.
         "test": [
             "pytest>=8",
             "pytest-benchmark>=4",
@@ -156,12 +166,7 @@ setup(
             "hypothesis>=6",
             "grpcio-tools>=1.66",
             "ruff>=0.5",
-        ],
-        "bench": [
-            "redis[hiredis]>=5",
-            "nats-py>=2.6",
-            "matplotlib>=3.7",
-            "rich>=13",
+            *BENCH,
         ],
     },
     entry_points={"console_scripts": ["nubis=nubis.cli.main:main"]},

@@ -194,15 +194,26 @@ cdef class _Heap:
                 items[i] = items[child]
                 i = child
             items[i] = last
+        if self.cap > 64 and n < self.cap >> 2:
+            # Give back memory after a burst, as a shrinking list does.
+            items = <_Entry *>PyMem_Realloc(self.items,
+                                            (self.cap >> 1) * sizeof(_Entry))
+            if items is not NULL:
+                self.items, self.cap = items, self.cap >> 1
         m = <_Message>top
         Py_DECREF(m)
         return m
 
     cdef void clear(self) noexcept:
+        cdef _Entry *items = self.items
         cdef Py_ssize_t i, n = self.n
         self.n = 0
+        if self.cap > 64:
+            self.items, self.cap = NULL, 0
         for i in range(n):
-            Py_XDECREF(self.items[i].message)
+            Py_XDECREF(items[i].message)
+        if items is not self.items:
+            PyMem_Free(items)
 
 
 cdef inline _Message _top(_Heap heap):

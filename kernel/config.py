@@ -70,6 +70,15 @@ class KernelConfig:
     proc_max_processes: int = 256   # RLIMIT_NPROC per tenant user id
     proc_open_files: int = 256      # RLIMIT_NOFILE per worker
     proc_file_bytes: int = 64 << 20  # RLIMIT_FSIZE per worker
+    # LISTEN (nubis.net): where ports are bound, and the defaults and upper
+    # bounds of each listener's limits (a tenant may ask for less).
+    listen_host: str = "127.0.0.1"
+    listen_backlog: int = 128           # connections waiting for a process
+    listen_backlog_seconds: int = 5     # ... for at most this long
+    listen_idle_seconds: int = 300      # no bytes either way: closed
+    listen_slow_seconds: int = 30       # a request dribbling in this long ...
+    listen_min_rate: int = 64           # ... under this many bytes/s: closed
+    listen_window_bytes: int = 256 << 10  # relay: unacknowledged bytes
     tenants: list = field(default_factory=list)
 
     def set(self, key: str, value, where: str) -> None:

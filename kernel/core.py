@@ -14,6 +14,7 @@ import time
 from nubis import calls
 from nubis.errors import NubisError, PermissionDenied, ResourceExhausted
 from nubis.histogram import Histogram
+from nubis.net import Network
 from nubis.tenants import TenantRegistry
 from nubis.version import __version__
 
@@ -34,6 +35,8 @@ class Kernel:
         self.queue_waiters: dict = {}
         # The cloud process supervisor, when SPAWN runs (nubis.proc).
         self.procs = None
+        # The tenants' listeners and relayed connections (nubis.net).
+        self.net = Network(config)
         for t in config.tenants:
             self.tenants.add(t.name, t.token, t.quotas, t.admin, t.ports)
 

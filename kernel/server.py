@@ -73,6 +73,7 @@ class Server:
                  "is in %s", path)
 
     async def stop(self) -> None:
+        await self.kernel.net.close()
         if self.proc_runtime is not None:
             await self.proc_runtime.stop()
             self.proc_runtime = None

@@ -61,6 +61,11 @@ class Usage:
     cpu_user_seconds: float = 0.0
     cpu_system_seconds: float = 0.0
     processes: int = 0
+    # LISTEN: connections accepted and refused, bytes relayed each way.
+    connections: int = 0
+    connections_refused: int = 0
+    relay_bytes_in: int = 0
+    relay_bytes_out: int = 0
 
 
 class TokenBucket:

@@ -22,6 +22,7 @@ from nubis.client.api import (
     AdminApi,
     BlobApi,
     BlobContent,
+    ListenApi,
     QueueApi,
     SpawnApi,
 )
@@ -74,6 +75,7 @@ class _Base:
         self.account = AccountApi(self._call)
         self.admin = AdminApi(self._call)
         self.spawn = SpawnApi(self._call, self.events)
+        self.listen = ListenApi(self._call, self.events)
 
     def _deadline(self, timeout, wait):
         timeout = self.timeout if timeout is None else timeout

@@ -10,7 +10,7 @@ Times are seconds (floats) in this API and milliseconds on the wire.
 
 from dataclasses import dataclass
 
-from nubis.v1 import account_pb2, blob_pb2, queue_pb2, spawn_pb2
+from nubis.v1 import account_pb2, blob_pb2, listen_pb2, queue_pb2, spawn_pb2
 
 
 def _ms(seconds) -> int:
@@ -278,6 +278,59 @@ class SpawnApi(_Api):
             count=count, options=spawn_pb2.SpawnOptions(
                 memory_bytes=memory_bytes, max_processes=max_processes)),
             timeout=timeout, post=_none)
+
+
+_MODES = {"handoff": listen_pb2.CARRY_MODE_HANDOFF,
+          "relay": listen_pb2.CARRY_MODE_RELAY}
+
+
+class ListenApi(_Api):
+    """LISTEN: the tenant's TCP ports, accepted by the kernel."""
+
+    __slots__ = ("_events",)
+
+    def __init__(self, call, events):
+        super().__init__(call)
+        self._events = events
+
+    def listen(self, port: int, *, host: str = "", backlog: int = 0,
+               backlog_timeout: float = 0, idle_timeout: float = 0,
+               slow_timeout: float = 0, min_rate: int = 0,
+               timeout: float | None = None):
+        """Own a TCP port from the tenant's ranges; 0 limits = the kernel's."""
+        return self._call("Listen", listen_pb2.ListenRequest(
+            port=port, host=host, backlog=backlog,
+            backlog_timeout_ms=_ms(backlog_timeout),
+            idle_timeout_ms=_ms(idle_timeout), slow_timeout_ms=_ms(slow_timeout),
+            min_rate=min_rate), timeout=timeout, post=lambda r, _: r.port)
+
+    def unlisten(self, port: int, *, timeout: float | None = None):
+        """Give a port back; its connections are closed."""
+        return self._call("Unlisten", listen_pb2.UnlistenRequest(port=port),
+                          timeout=timeout, post=_none)
+
+    def attach(self, port: int, mode: str = "relay", handoff_path: str = "", *,
+               timeout: float | None = None):
+        """Iterate the ConnectionEvents of the caller attached to `port`
+        ("handoff" needs the path of a unix socket to pass sockets to)."""
+        if mode not in _MODES:
+            raise ValueError(f"mode must be one of {sorted(_MODES)}")
+        return self._events("AttachListener", listen_pb2.AttachListenerRequest(
+            port=port, mode=_MODES[mode], handoff_path=handoff_path), timeout)
+
+    def write(self, connection_id: int, data: bytes = b"", *,
+              half_close: bool = False, close: bool = False, consumed: int = 0,
+              timeout: float | None = None):
+        """Relay: write to a connection, then half-close or close it;
+        `consumed` reports the DATA bytes taken in (flow control)."""
+        return self._call("RelayWrite", listen_pb2.RelayWriteRequest(
+            connection_id=connection_id, data=data, half_close=half_close,
+            close=close, consumed=consumed), timeout=timeout, post=_none)
+
+    def list(self, *, timeout: float | None = None):
+        """The caller's listeners: a list of ListenerInfo."""
+        return self._call("ListListeners", listen_pb2.ListListenersRequest(),
+                          timeout=timeout, post=lambda r, _: list(r.listeners))
 
 
 def _none(response, content):

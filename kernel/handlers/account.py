@@ -24,6 +24,8 @@ def usage_of(tenant) -> pb.Usage:
         messages_acked=u.messages_acked,
         cpu_user_seconds=u.cpu_user_seconds,
         cpu_system_seconds=u.cpu_system_seconds, processes=u.processes,
+        connections=u.connections, connections_refused=u.connections_refused,
+        relay_bytes_in=u.relay_bytes_in, relay_bytes_out=u.relay_bytes_out,
     )
 
 

@@ -1,17 +1,44 @@
-"""LISTEN calls. The ABI is whole; this kernel does not own ports yet, so each
-call answers UNIMPLEMENTED, a standard status clients can test for."""
+"""LISTEN calls: check the request, hand it to the kernel's network, reply.
+
+Checks that need no state (ports, modes, paths, limits) raise before a
+stream opens, so a bad AttachListener is a plain error reply, not a stream
+that ends at once.
+"""
 
 from nubis.calls import handler
-from nubis.errors import Unimplemented
-
-CALLS = ("Listen", "Unlisten", "AttachListener", "RelayWrite", "ListListeners")
+from nubis.v1 import listen_pb2 as pb
 
 
-def _unimplemented(kernel, tenant, req, body):
-    raise Unimplemented(
-        f"{type(req).__name__.removesuffix('Request')}: "
-        "listeners are not available in this kernel version")
+@handler("Listen")
+def listen(kernel, tenant, req, body):
+    listener = kernel.net.listen(tenant, req)
+    return pb.ListenResponse(port=listener.port)
 
 
-for _name in CALLS:
-    handler(_name)(_unimplemented)
+@handler("Unlisten")
+def unlisten(kernel, tenant, req, body):
+    kernel.net.unlisten(tenant, req.port)
+    return pb.UnlistenResponse()
+
+
+@handler("AttachListener")
+def attach_listener(kernel, tenant, req, body):
+    return kernel.net.attach(tenant, req).stream()
+
+
+@handler("RelayWrite")
+def relay_write(kernel, tenant, req, body):
+    drained = kernel.net.relay_write(tenant, req)
+    if drained is None:
+        return pb.RelayWriteResponse()
+    return _after(drained)
+
+
+async def _after(drained):
+    await drained
+    return pb.RelayWriteResponse()
+
+
+@handler("ListListeners")
+def list_listeners(kernel, tenant, req, body):
+    return pb.ListListenersResponse(listeners=kernel.net.list(tenant))

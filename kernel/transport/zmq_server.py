@@ -348,6 +348,11 @@ class ZmqServer:
             log.exception("zeromq: %s stream failed", call.key)
             error = Internal(f"{call.key} failed; see the kernel log")
         finally:
+            # A peer gone mid-stream: the handler's iterator may hold a
+            # listener or a lease, so close it now rather than at collection.
+            aclose = getattr(events, "aclose", None)
+            if aclose is not None:
+                await aclose()
             code = error.code if error else 0
             self._send([peer, encode_header(END, code, rid),
                         error.message.encode() if error else b""])
