@@ -183,10 +183,13 @@ class ZmqConnection:
 
         frames = self._recv(deadline, rid, method.key)
         _, kind, code, got = decode_header(frames[0])
-        if got == rid and kind == REPLY and not method.content_out:
+        if got == rid and kind == REPLY:
             if code:
                 raise error_for(code, _text(frames))
-            return method.response.FromString(frames[1]), None
+            response = method.response.FromString(frames[1])
+            if not method.content_out:
+                return response, None
+            return response, frames[2] if len(frames) == 3 else b"".join(frames[2:])
 
         # Streamed or content replies, and replies to calls given up on.
         reply = Reply(method)

@@ -57,6 +57,7 @@ DRAIN_BATCH = 256           # messages per reader turn before yielding the loop
 MAX_OPEN_STREAMS = 16       # streamed requests in progress per peer
 STREAM_IDLE_SECONDS = 60.0  # a streamed request idle this long is dropped
 HEARTBEAT_MS = 10_000
+ZERO_COPY_BYTES = 1 << 16   # content this large is shared, not copied
 
 
 class _InStream:
@@ -363,7 +364,8 @@ class ZmqServer:
         """Send a reply with content: inline if small, else streamed."""
         out = response.SerializeToString()
         if len(content) <= self.chunk:
-            self._send([peer, encode_header(REPLY, 0, rid), out, content], False)
+            self._send([peer, encode_header(REPLY, 0, rid), out, content],
+                       len(content) < ZERO_COPY_BYTES)
             return len(out) + len(content)
         self._send([peer, encode_header(REPLY_OPEN, 0, rid), out])
         view = memoryview(content)
@@ -454,8 +456,8 @@ class ZmqServer:
     def _send(self, frames: list, copy: bool = True) -> bool:
         """Send one message; False if its peer has gone away.
 
-        Content frames go with copy=False: pyzmq then copies those under its
-        copy threshold and shares the larger ones with the store.
+        Large content frames go with copy=False, shared with the store
+        rather than copied; small ones are cheaper to copy.
         """
         try:
             self.sock.send_multipart(frames, zmq.NOBLOCK, copy=copy)
