@@ -119,6 +119,7 @@ BENCH = [
     "nats-py>=2.6",
     "matplotlib>=3.7",
     "rich>=13",
+    "uvicorn>=0.30",
 ]
 
 setup(
@@ -136,8 +137,11 @@ setup(
     },
     packages=[
         "nubis", "nubis.v1", "nubis._ext", "nubis.services", "nubis.bench",
+        "nubis.services.mapreduce", "nubis.services.mail",
+        "nubis.services.http", "nubis.services.console",
         *[f"nubis.{p}" for p in (
             "queue", "blob", "transport", "client", "cli", "handlers", "proc", "net",
+            "journal",
         )],
     ],
     package_data={"nubis.v1": ["*.pyi"], "nubis": ["py.typed"]},
@@ -153,6 +157,7 @@ setup(
         "click>=8.1",
         "hdrhistogram>=0.10",
         "sortedcontainers>=2.4",
+        "httptools>=0.6",
     ],
     extras_require={
         "bench": BENCH,
@@ -166,6 +171,9 @@ setup(
             "hypothesis>=6",
             "grpcio-tools>=1.66",
             "ruff>=0.5",
+            "aiosmtpd>=1.4",
+            "starlette>=0.37",
+            "httpx>=0.27",
             *BENCH,
         ],
     },

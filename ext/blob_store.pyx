@@ -16,7 +16,7 @@ cold paths are the pure twin's own, imported.
 import hashlib
 import time
 
-from cpython.list cimport PyList_GET_SIZE
+from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
 from cpython.memoryview cimport PyMemoryView_FromObject
 from cpython.pyport cimport PY_SSIZE_T_MAX
 from cpython.unicode cimport (
@@ -79,7 +79,7 @@ cdef Py_ssize_t _bisect(list keys, object key, bint right) noexcept:
     cdef int c
     while lo < hi:
         mid = (lo + hi) >> 1
-        c = PyUnicode_Compare(<object>keys[mid], key)
+        c = PyUnicode_Compare(<object>PyList_GET_ITEM(keys, mid), key)
         if c < 0 or (right and c == 0):
             lo = mid + 1
         else:
@@ -332,6 +332,10 @@ cdef class BlobStore:
         self._keys.clear()
         self._bytes = 0
 
+    def __reduce__(self):
+        """Pickle as plain data and the clock, for the journal's snapshots."""
+        return _load_blob_store, (_export_store(self),)
+
     cdef tuple _list_from(self, object lo, bint inclusive, str prefix,
                           str delimiter, Py_ssize_t limit):
         # Each pass walks the index from `lo` until it folds a common prefix,
@@ -401,3 +405,40 @@ cdef int _check_quota(BlobStore store, object key, object old,
             f"blob {key!r} of {size} bytes would bring the bytes stored to "
             f"{total}, over the limit of {limits.max_bytes}")
     return 0
+
+
+# -- snapshots ----------------------------------------------------------------
+#
+# A store pickles as plain data (each blob a tuple of its fields) and its
+# clock as given; _load_blob_store, the one name of this module a snapshot
+# may hold, builds it again. The key index is rebuilt from the sorted keys.
+
+
+cdef tuple _export_store(BlobStore store):
+    cdef list blobs = []
+    limits = store._limits
+    for b in store._blobs.values():
+        blobs.append((b.key, b.data, b.size, b.etag, b.content_type, b.metadata,
+                      b.created_unix_ms))
+    return (tuple([getattr(limits, f) for f in BlobLimits.__slots__]),
+            store._wall, store._bytes, blobs)
+
+
+def _load_blob_store(state):
+    """A BlobStore from the state BlobStore.__reduce__ exports."""
+    cdef BlobStore store
+    cdef _Keys index
+    cdef list keys
+    limits, wall, total, blobs = state
+    store = BlobStore(BlobLimits(*limits), wall)
+    for fields in blobs:
+        b = Blob(*fields)
+        store._blobs[b.key] = b
+
+    keys = sorted(store._blobs)
+    index = store._keys
+    index.chunks = [keys[i:i + LOAD] for i in range(0, len(keys), LOAD)]
+    index.maxes = [chunk[-1] for chunk in index.chunks]
+    index.count = len(keys)
+    store._bytes = total
+    return store

@@ -114,22 +114,22 @@ cdef inline double _limit(object value) except? -1.0:
     return value
 
 
-cdef inline tuple _entry(object entry):
-    """An entry as a 4-tuple, or the error `a, b, c, d = entry` raises."""
-    cdef tuple items
-    if type(entry) is tuple and PyTuple_GET_SIZE(entry) == 4:
-        return <tuple>entry
+cdef inline tuple _unpack(object items, Py_ssize_t n):
+    """items as an n-tuple, or the error `a, b, ... = items` raises."""
+    cdef tuple out
+    if type(items) is tuple and PyTuple_GET_SIZE(items) == n:
+        return <tuple>items
     try:
-        items = tuple(entry)
+        out = tuple(items)
     except TypeError:
-        raise TypeError(f"cannot unpack non-iterable {type(entry).__name__} "
+        raise TypeError(f"cannot unpack non-iterable {type(items).__name__} "
                         f"object") from None
-    if len(items) < 4:
+    if len(out) < n:
         raise ValueError(
-            f"not enough values to unpack (expected 4, got {len(items)})")
-    if len(items) > 4:
-        raise ValueError("too many values to unpack (expected 4)")
-    return items
+            f"not enough values to unpack (expected {n}, got {len(out)})")
+    if len(out) > n:
+        raise ValueError(f"too many values to unpack (expected {n})")
+    return out
 
 
 # -- heaps --------------------------------------------------------------------
@@ -560,7 +560,7 @@ cdef class QueueStore:
             entries = list(entries)
         limit = _limit(self._limits.max_message_bytes)
         for entry in <list>entries:
-            body, delay_ms, group, dedup_id = _entry(entry)
+            body, delay_ms, group, dedup_id = _unpack(entry, 4)
             length = len(body)
             if length > limit:
                 raise _too_big(body, self._limits.max_message_bytes)
@@ -576,7 +576,7 @@ cdef class QueueStore:
         wall_ms = self._wall_ms()
         ids = []
         for entry in <list>entries:
-            body, delay_ms, _, _ = _entry(entry)
+            body, delay_ms, _, _ = _unpack(entry, 4)
             delay = delay_ms
             ids.append(self._add(q, body, "", delay or q.delay_ms, now, wall_ms))
         return ids
@@ -595,7 +595,7 @@ cdef class QueueStore:
         if type(entries) is not list:
             entries = list(entries)
         for entry in <list>entries:
-            body, delay_ms, group, dedup_id = _entry(entry)
+            body, delay_ms, group, dedup_id = _unpack(entry, 4)
             length = len(body)
             if length > limit:
                 raise _too_big(body, self._limits.max_message_bytes)
@@ -617,7 +617,7 @@ cdef class QueueStore:
         ends = now + q.dedup_window
         ids = []
         for entry in <list>entries:
-            body, delay_ms, group, dedup_id = _entry(entry)
+            body, delay_ms, group, dedup_id = _unpack(entry, 4)
             first = known.get(dedup_id) if dedup_id else None
             if first is not None:
                 ids.append(first[1])
@@ -813,7 +813,8 @@ cdef class QueueStore:
         cdef double now = self._now()
         cdef _Queue q
         cdef _Message m
-        for name, receipt in receipts:
+        for pair in receipts:
+            name, receipt = _unpack(pair, 2)
             q = self._queues.get(name)
             if q is None:
                 continue
@@ -921,6 +922,12 @@ cdef class QueueStore:
             self._seq += 1
             heap.push(m.visible_at, self._seq, m)
         return 0
+
+    # Snapshots.
+
+    def __reduce__(self):
+        """Pickle as plain data and the clocks, for the journal's snapshots."""
+        return _load_queue_store, (_export_store(self),)
 
 
 # Moves between states; each keeps the invariants of the pure twin.
@@ -1032,3 +1039,142 @@ cdef str _stale_reason(_Queue q, object receipt):
     if number > (<_Message>found).receive_count:
         return f"it is not a receipt of queue {q.name!r}"
     return "its lease ended"
+
+
+# -- snapshots ----------------------------------------------------------------
+#
+# A store pickles as plain data: tuples, lists, dicts, numbers, str and the
+# bodies, plus its two clocks as given. _load_queue_store, the one name of
+# this module a snapshot may hold, builds it again. Each queue lists its
+# messages once: the live ones in send order, then those only a heap still
+# holds; every structure names them by position in that list. The heaps
+# keep their stale entries, as the pure twin's pickle does: how many there
+# are decides when the lease heap is rebuilt, and so the ids that follow.
+
+
+cdef tuple _export_store(QueueStore store):
+    cdef list queues = []
+    limits = store._limits
+    for q in store._queues.values():
+        queues.append(_export_queue(q))
+    return (tuple([getattr(limits, f) for f in QueueLimits.__slots__]),
+            store._clock, store._wall, store._bytes, store._seq,
+            store._incarnation, queues)
+
+
+def _load_queue_store(state):
+    """A QueueStore from the state QueueStore.__reduce__ exports."""
+    cdef QueueStore store
+    cdef _Queue q
+    limits, clock, wall, total, seq, incarnation, queues = state
+    store = QueueStore(QueueLimits(*limits), clock, wall)
+
+    for queue_state in queues:
+        q = _load_queue(queue_state)
+        store._queues[q.name] = q
+    store._names = sorted(store._queues)
+    store._bytes, store._seq, store._incarnation = total, seq, incarnation
+    return store
+
+
+cdef tuple _export_queue(_Queue q):
+    cdef dict index = {}          # message -> its position in `table`
+    cdef list table = [], groups = [], runnable = [], leases = []
+    cdef _Message m = q.oldest
+    cdef _Chain g = q.run_head
+    cdef Py_ssize_t live
+    while m is not None:
+        _index(m, index, table)
+        m = m.newer
+    live = len(table)
+    delayed = _export_heap(q.delayed, index, table)
+    lease_ends = _export_heap(q.lease_ends, index, table)
+
+    for name, chain in q.groups.items():
+        groups.append((name, _export_chain(chain, index)))
+    while g is not None:
+        runnable.append(g.name)
+        g = g.run_next
+    for m in q.leases.values():
+        leases.append(index[m])
+    settings = tuple([getattr(q.settings, f) for f in QueueSettings.__slots__])
+    return (q.name, settings, q.prefix, q.created_unix_ms, table, live,
+            _export_chain(q.ready, index), groups, runnable, delayed,
+            q.n_delayed, lease_ends, leases, q.bytes, q.due, q.expire_at,
+            dict(q.dedup), list(q.dedup_ends))
+
+
+cdef _Queue _load_queue(tuple state):
+    cdef _Queue q
+    cdef _Message m
+    cdef _Chain g
+    cdef list messages = []
+    (name, settings, prefix, created_unix_ms, table, live, ready, groups,
+     runnable, delayed, n_delayed, lease_ends, leases, size, due, expire_at,
+     dedup, dedup_ends) = state
+    q = _Queue(name, QueueSettings(*settings), prefix, created_unix_ms)
+    for fields in table:
+        messages.append(_load_message(fields))
+
+    for m in messages[:live]:
+        q.by_id[m.id] = m
+        _append_sent(q, m)
+    for i in ready:
+        _chain_append(q.ready, messages[i])
+    for group, members in groups:
+        g = q.groups[group] = _new_chain(group)
+        for i in members:
+            _chain_append(g, messages[i])
+    for group in runnable:
+        _run_add(q, q.groups[group])
+    # Pushed in array order, the entries pop in the order they did.
+    for at, seq, i in delayed:
+        q.delayed.push(at, seq, messages[i])
+    for at, seq, i in lease_ends:
+        q.lease_ends.push(at, seq, messages[i])
+    for i in leases:
+        m = messages[i]
+        q.leases[m.receipt] = m
+
+    q.n_delayed, q.bytes, q.due, q.expire_at = n_delayed, size, due, expire_at
+    q.dedup, q.dedup_ends = dict(dedup), deque(dedup_ends)
+    return q
+
+
+cdef int _index(_Message m, dict index, list table) except -1:
+    index[m] = len(table)
+    table.append((m.id, m.body, m.size, m.group, m.sent_at, m.sent_unix_ms,
+                  m.state, m.visible_at, m.receive_count, m.receipt))
+    return 0
+
+
+cdef _Message _load_message(tuple fields):
+    cdef _Message m
+    (id, body, size, group, sent_at, sent_unix_ms, state, visible_at,
+     receive_count, receipt) = fields
+    m = _new_message(id, body, group, sent_at, sent_unix_ms)
+    m.size, m.state, m.visible_at = size, state, visible_at
+    m.receive_count, m.receipt = receive_count, receipt
+    return m
+
+
+cdef list _export_heap(_Heap heap, dict index, list table):
+    """The entries of a heap as (at, seq, message position), stale ones too."""
+    cdef list out = []
+    cdef _Message m
+    cdef Py_ssize_t i
+    for i in range(heap.n):
+        m = <_Message>heap.items[i].message
+        if m not in index:
+            _index(m, index, table)
+        out.append((heap.items[i].at, heap.items[i].seq, index[m]))
+    return out
+
+
+cdef list _export_chain(_Chain chain, dict index):
+    cdef list out = []
+    cdef _Message m = chain.head
+    while m is not None:
+        out.append(index[m])
+        m = m.next
+    return out

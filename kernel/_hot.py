@@ -7,7 +7,8 @@ for tests and benchmarks. Set NUBIS_PURE=1 to force the pure twins even
 where the extension is built.
 
 `BUILD` is "compiled" when every module of the extension is in use and
-"pure" otherwise; it is worked out on first read, when it is also logged.
+"pure" otherwise (each public module still uses its own twin when only some
+are built); it is worked out on first read, when it is also logged.
 """
 
 import glob
@@ -71,8 +72,8 @@ def _build() -> str:
     if _errors or len(missing) < len(MODULES):
         why = "; ".join(f"{m} does not load ({_errors[m]})" if m in _errors
                         else f"{m} is not built" for m in missing)
-        log.warning("hot paths: pure Python, as the extension is incomplete: "
-                    "%s; %s", why, _FIX)
+        log.warning("hot paths: part of the extension is missing and its pure "
+                    "twins stand in: %s; %s", why, _FIX)
     else:
         log.info("hot paths: pure Python, the extension is not built; %s", _FIX)
     return "pure"

@@ -28,6 +28,14 @@ from dataclasses import dataclass, field, fields
 from nubis.errors import InvalidArgument
 from nubis.tenants import Quotas, parse_ports
 
+# The user-space HTTP service (nubis.services.http) and the ASGI framework
+# most applications use; see `spawn_preload`.
+SPAWN_PRELOAD = (
+    "uvloop", "httptools", "nubis.services.listen", "nubis.services.http",
+    "nubis.services.console", "starlette.applications", "starlette.routing",
+    "starlette.responses", "starlette.requests",
+)
+
 
 def runtime_dir() -> str:
     """A private folder for the kernel's sockets and the demo token."""
@@ -70,6 +78,10 @@ class KernelConfig:
     proc_max_processes: int = 256   # RLIMIT_NPROC per tenant user id
     proc_open_files: int = 256      # RLIMIT_NOFILE per worker
     proc_file_bytes: int = 64 << 20  # RLIMIT_FSIZE per worker
+    # Modules the zygote imports besides its own list, so that workers under
+    # a tenant's user id can use them when the Python installation is not
+    # readable by other users; a missing one is skipped (logged at INFO).
+    spawn_preload: list = field(default_factory=lambda: list(SPAWN_PRELOAD))
     # LISTEN (nubis.net): where ports are bound, and the defaults and upper
     # bounds of each listener's limits (a tenant may ask for less).
     listen_host: str = "127.0.0.1"
@@ -79,6 +91,14 @@ class KernelConfig:
     listen_slow_seconds: int = 30       # a request dribbling in this long ...
     listen_min_rate: int = 64           # ... under this many bytes/s: closed
     listen_window_bytes: int = 256 << 10  # relay: unacknowledged bytes
+    # The ports of the `demo` tenant made when no tenants are configured.
+    demo_ports: list = field(default_factory=lambda: ["8000-8099"])
+    # The journal (nubis.journal): with a data_dir, acknowledged changes
+    # survive a crash as far as the fsync policy says (always, everysec,
+    # none); without one, or with none, the kernel keeps everything in RAM.
+    data_dir: str = ""
+    fsync: str = "always"
+    journal_compact_bytes: int = 64 << 20   # snapshot past this; 0: never
     tenants: list = field(default_factory=list)
 
     def set(self, key: str, value, where: str) -> None:
@@ -96,14 +116,21 @@ class KernelConfig:
                 raise InvalidArgument(
                     f"{where}: {key} must be an integer, got {value!r}"
                 ) from None
+        if key == "fsync" and value not in FSYNC_POLICIES:
+            raise InvalidArgument(f"{where}: fsync must be one of "
+                                  f"{', '.join(FSYNC_POLICIES)}, got {value!r}")
         setattr(self, key, value)
 
+
+FSYNC_POLICIES = ("always", "everysec", "none")
 
 ENV = {
     "NUBIS_ZMQ": "zmq",
     "NUBIS_GRPC": "grpc",
     "NUBIS_MAX_MESSAGE_BYTES": "max_message_bytes",
     "NUBIS_LOG_LEVEL": "log_level",
+    "NUBIS_DATA_DIR": "data_dir",
+    "NUBIS_FSYNC": "fsync",
 }
 
 

@@ -12,6 +12,7 @@ import logging
 import time
 
 from nubis import calls
+from nubis.clock import KernelClock
 from nubis.errors import NubisError, PermissionDenied, ResourceExhausted
 from nubis.histogram import Histogram
 from nubis.net import Network
@@ -26,7 +27,11 @@ class Kernel:
         self.config = config
         self.calls: dict = calls.build()
         self.by_path = {c.method.path: c for c in self.calls.values()}
-        self.tenants = TenantRegistry()
+        # Stores run on the kernel clock: unix time, pinned by the journal.
+        self.clock = KernelClock()
+        self.tenants = TenantRegistry(self.clock.now)
+        # The journal, when the kernel keeps one (nubis.journal).
+        self.journal = None
         self.stats = {call_id: Histogram() for call_id in self.calls}
         self.started = time.time()
         self.endpoints: list[str] = []
@@ -52,7 +57,13 @@ class Kernel:
             raise ResourceExhausted(
                 f"tenant {tenant.name!r} is over its rate limit of "
                 f"{tenant.quotas.calls_per_second} calls per second")
-        return call.handler(self, tenant, request, body)
+        journal = self.journal
+        if journal is None or not journal.waits:
+            return call.handler(self, tenant, request, body)
+        # fsync=always: the reply waits until what the call changed is on disk.
+        mark = journal.required
+        result = call.handler(self, tenant, request, body)
+        return journal.hold(result, mark, call.method.events)
 
     def finish(self, call, tenant, started_ns: int, error: NubisError | None,
                bytes_in: int, bytes_out: int) -> None:

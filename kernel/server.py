@@ -25,6 +25,7 @@ class Server:
     async def start(self) -> None:
         if not self.kernel.tenants.by_name:
             self._add_demo_tenant()
+        self._open_journal()
         if self.config.zmq:
             from nubis.transport.zmq_server import ZmqServer
 
@@ -57,11 +58,29 @@ class Server:
             return
         self.proc_runtime = runtime
         self.kernel.procs = runtime.supervisor
+        if self.kernel.journal is not None:
+            self.kernel.journal.restore_processes(runtime.supervisor, self.kernel)
+
+    def _open_journal(self) -> None:
+        """With a data folder and fsync policy, replay and keep the journal."""
+        c = self.config
+        if not c.data_dir or c.fsync == "none":
+            return
+        from nubis.journal import Journal
+
+        journal = Journal(c.data_dir, c.fsync, self.kernel.clock,
+                          c.journal_compact_bytes)
+        journal.open(self.kernel)
+        journal.start()
+        self.kernel.journal = journal
 
     def _add_demo_tenant(self) -> None:
         """With no tenants configured, make `demo` and write its token down."""
         token = os.environ.get("NUBIS_TOKEN", "")
-        _, token = self.kernel.tenants.add("demo", token, admin=True)
+        from nubis.tenants import parse_ports
+
+        ports = parse_ports(self.config.demo_ports, "demo_ports")
+        _, token = self.kernel.tenants.add("demo", token, admin=True, ports=ports)
         self.demo_token = token
         folder = runtime_dir()
         os.makedirs(folder, mode=0o700, exist_ok=True)
@@ -81,6 +100,8 @@ class Server:
         for transport in reversed(self.transports):
             await transport.stop()
         self.transports.clear()
+        if self.kernel.journal is not None:
+            await self.kernel.journal.close()
         log.info("kernel stopped")
         self.stopped.set()
 

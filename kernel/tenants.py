@@ -96,7 +96,7 @@ class Tenant:
                  "bucket")
 
     def __init__(self, name: str, quotas: Quotas, admin: bool = False,
-                 ports: tuple = ()):
+                 ports: tuple = (), clock=None):
         self.name = name
         self.admin = admin
         self.quotas = quotas
@@ -106,11 +106,11 @@ class Tenant:
             max_depth=quotas.max_queue_depth,
             max_message_bytes=quotas.max_message_bytes,
             max_bytes=quotas.max_bytes_stored,
-        ))
+        ), *((clock, clock) if clock else ()))
         self.blobs = BlobStore(BlobLimits(
             max_bytes=quotas.max_bytes_stored,
             max_blob_bytes=quotas.max_blob_bytes,
-        ))
+        ), *((clock,) if clock else ()))
         self.usage = Usage()
         rate = quotas.calls_per_second
         self.bucket = TokenBucket(rate, max(1.0, float(rate))) if rate else None
@@ -145,9 +145,13 @@ def _digest(token: str) -> bytes:
 class TenantRegistry:
     """The kernel's tenants by name and by token."""
 
-    def __init__(self):
+    def __init__(self, clock=None):
         self.by_name: dict[str, Tenant] = {}
         self._by_digest: dict[bytes, tuple[Tenant, bytes]] = {}
+        # The clock of the tenants' stores (None: their defaults), and a
+        # function called with each tenant added (the journal wraps stores).
+        self.clock = clock
+        self.on_add = None
 
     def add(self, name: str, token: str = "", quotas: Quotas | None = None,
             admin: bool = False, ports: tuple = ()) -> tuple[Tenant, str]:
@@ -163,9 +167,11 @@ class TenantRegistry:
         digest = _digest(token)
         if digest in self._by_digest:
             raise AlreadyExists(f"tenant {name!r}: token already in use")
-        tenant = Tenant(name, quotas or Quotas(), admin, ports)
+        tenant = Tenant(name, quotas or Quotas(), admin, ports, self.clock)
         self.by_name[name] = tenant
         self._by_digest[digest] = (tenant, token.encode())
+        if self.on_add is not None:
+            self.on_add(tenant)
         return tenant, token
 
     def remove(self, name: str) -> Tenant:

@@ -58,6 +58,7 @@ admin = true
 
 [tenants.small]
 token = "{TOKENS['small']}"
+ports = ["20100-20109"]
 
 [tenants.small.quotas]
 max_queues = 2
@@ -66,6 +67,7 @@ max_queue_depth = 5
 max_bytes_stored = 65536
 max_blob_bytes = 32768
 max_processes = 2
+max_connections = 3
 
 [tenants.slow]
 token = "{TOKENS['slow']}"

@@ -32,7 +32,6 @@ from nubis.errors import (
     ResourceExhausted,
     Unauthenticated,
     Unavailable,
-    Unimplemented,
 )
 from nubis.server import Server
 from nubis.tenants import Quotas
@@ -345,10 +344,10 @@ def test_deadline_cancels_the_long_poll(kernel, conn):
         time.sleep(0.05)
 
 
-def test_listen_is_unimplemented(conn):
-    with pytest.raises(Unimplemented, match="listeners"):
+def test_listen_errors_arrive_as_their_status(conn):
+    with pytest.raises(InvalidArgument, match="port 0 "):
         conn.call(abi.BY_NAME["Listen"], listen_pb2.ListenRequest())
-    with pytest.raises(Unimplemented):
+    with pytest.raises(NotFound, match="port 0 "):
         list(conn.events(abi.BY_NAME["AttachListener"],
                          listen_pb2.AttachListenerRequest()))
 
@@ -431,7 +430,7 @@ def test_async_connection(kernel):
             assert data == content
             reply, _ = await c.call(LIST_QUEUES, queue_pb2.ListQueuesRequest())
             assert isinstance(reply, queue_pb2.ListQueuesResponse)
-            with pytest.raises(Unimplemented):
+            with pytest.raises(NotFound):
                 async for _ in c.events(abi.BY_NAME["AttachListener"],
                                         listen_pb2.AttachListenerRequest()):
                     pass

@@ -60,8 +60,16 @@ def main(ctx, url, token, timeout, as_json):
 @click.option("--log-level", type=click.Choice(
     ["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
     help="[env: NUBIS_LOG_LEVEL]")
+@click.option("--data-dir", type=click.Path(file_okay=False),
+              help="Keep a journal here, so acknowledged changes survive a "
+              "crash.  [env: NUBIS_DATA_DIR]")
+@click.option("--fsync", type=click.Choice(["always", "everysec", "none"]),
+              help="With --data-dir: reply after the change is on disk "
+              "(always, the default), fsync once a second and lose up to "
+              "about a second (everysec), or journal nothing (none).  "
+              "[env: NUBIS_FSYNC]")
 def kernel(config_path, zmq_endpoints, grpc_address, no_grpc, max_message_bytes,
-           log_level):
+           log_level, data_dir, fsync):
     """Boot a kernel in the foreground; SIGINT or SIGTERM stops it cleanly.
 
     Options come from flags, then the TOML file, then the environment. With
@@ -75,6 +83,8 @@ def kernel(config_path, zmq_endpoints, grpc_address, no_grpc, max_message_bytes,
         "grpc": "" if no_grpc else grpc_address,
         "max_message_bytes": max_message_bytes,
         "log_level": log_level.upper() if log_level else None,
+        "data_dir": data_dir,
+        "fsync": fsync,
     }
     try:
         cfg = config.load(config_path, overrides)
@@ -131,14 +141,23 @@ def run() -> None:
 def _register() -> None:
     # nubis.bench.cli imports click only; the suite loads when `bench` runs.
     from nubis.bench.cli import bench
-    from nubis.cli import blob, queue, spawn, tenant
+    from nubis.cli import blob, listen, queue, spawn, tenant
 
     main.add_command(blob.blob)
     main.add_command(queue.queue)
     main.add_command(tenant.tenant)
+    main.add_command(listen.listen)
     for command in spawn.COMMANDS:
         main.add_command(command)
     main.add_command(bench)
+    from nubis.cli import mail, mapreduce
+
+    main.add_command(mail.mail)
+    main.add_command(mapreduce.mapreduce)
+    from nubis.cli import http, up
+
+    main.add_command(http.http)
+    main.add_command(up.up)
 
 
 _register()

@@ -91,8 +91,10 @@ def create_tenant(kernel, tenant, req, body):
     if not t.name:
         raise InvalidArgument("tenant.name is empty")
     ports = parse_ports(t.ports, f"tenant {t.name!r}")
-    _, token = kernel.tenants.add(t.name, req.token, quotas_from_pb(t.quotas),
-                                  t.admin, ports)
+    quotas = quotas_from_pb(t.quotas)
+    _, token = kernel.tenants.add(t.name, req.token, quotas, t.admin, ports)
+    if kernel.journal is not None:
+        kernel.journal.tenant_created(t.name, token, quotas, t.admin, ports)
     return pb.CreateTenantResponse(token=token)
 
 
@@ -101,6 +103,8 @@ def delete_tenant(kernel, tenant, req, body):
     if req.name == tenant.name:
         raise InvalidArgument(f"tenant {req.name!r} cannot delete itself")
     kernel.tenants.remove(req.name)
+    if kernel.journal is not None:
+        kernel.journal.tenant_deleted(req.name)
     return pb.DeleteTenantResponse()
 
 

@@ -6,15 +6,17 @@ at the store's next wakeup, and gives up at its deadline with an empty reply.
 """
 
 import asyncio
-import time
 from collections import deque
 
 from nubis.calls import handler
-from nubis.errors import InvalidArgument
+from nubis.errors import InvalidArgument, ResourceExhausted
 from nubis.queue import QueueSettings
 from nubis.v1 import queue_pb2 as pb
 
 MAX_WAIT_MS = 20_000
+# Long polls parked on one queue of one tenant; more answer RESOURCE_EXHAUSTED,
+# so that waiting calls cannot grow the kernel's memory without bound.
+MAX_LONG_POLLS = 4096
 
 _SETTINGS = ("default_lease_ms", "max_receive_count", "dead_letter_queue",
              "retention_ms", "fifo", "dedup_window_ms", "default_delay_ms")
@@ -76,19 +78,24 @@ def receive_messages(kernel, tenant, req, body):
     got = tenant.queues.receive(req.queue, req.max_messages, req.lease_ms)
     if got or not req.wait_ms:
         return _received(tenant, req.queue, got)
-    return _long_poll(kernel, tenant, req, time.monotonic() + req.wait_ms / 1e3)
+    waiting = kernel.queue_waiters.get((tenant.name, req.queue))
+    if waiting is not None and len(waiting) >= MAX_LONG_POLLS:
+        raise ResourceExhausted(
+            f"queue {req.queue!r} has {len(waiting)} long polls waiting, the "
+            f"limit of {MAX_LONG_POLLS}")
+    return _long_poll(kernel, tenant, req, kernel.clock.now() + req.wait_ms / 1e3)
 
 
 async def _long_poll(kernel, tenant, req, deadline: float):
     loop = asyncio.get_running_loop()
     key = (tenant.name, req.queue)
     store = tenant.queues
+    now = kernel.clock.now    # the stores' clock: next_wakeup is in it
     while True:
-        now = time.monotonic()
-        timeout = deadline - now
+        timeout = deadline - now()
         wakeup = store.next_wakeup(req.queue)
         if wakeup is not None:
-            timeout = min(timeout, max(0.0, wakeup - now))
+            timeout = min(timeout, max(0.0, wakeup - now()))
         waiter = loop.create_future()
         waiters = kernel.queue_waiters.setdefault(key, deque())
         waiters.append(waiter)
@@ -99,7 +106,7 @@ async def _long_poll(kernel, tenant, req, deadline: float):
             timer.cancel()
             _discard(kernel, key, waiter)
         got = store.receive(req.queue, req.max_messages, req.lease_ms)
-        if got or time.monotonic() >= deadline:
+        if got or now() >= deadline:
             return _received(tenant, req.queue, got)
 
 

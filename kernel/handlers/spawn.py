@@ -111,6 +111,8 @@ def spawn(kernel, tenant, req, body):
     plan = plan_of(req.options)
     proc, existing = sup.spawn(tenant, name, source, entry, req.args, plan,
                                req.options.idempotency_key)
+    if kernel.journal is not None and not existing:
+        kernel.journal.process_spawned(tenant.name, proc)
     if existing or proc.first_start.done():
         return pb.SpawnResponse(pid=proc.pid, warm=proc.warm, existing=existing)
     return _spawned(proc)

@@ -45,12 +45,14 @@ def check_path(path: str) -> None:
 class HandoffChannel:
     """The kernel's end of one attached process's handoff channel."""
 
-    def __init__(self, path: str, on_release, on_lost):
+    def __init__(self, path: str, on_release, on_lost, on_undelivered):
         self.path = path
         self.sock = None
         self.on_release = on_release    # called with each closed connection id
         self.on_lost = on_lost          # called once when the channel ends
-        self.backlog = []               # (message, socket) not yet sent
+        # Called with (id, socket, peer) for a socket that could not be sent.
+        self.on_undelivered = on_undelivered
+        self.backlog = []               # (id, peer, message, socket) unsent
         self.loop = None
 
     async def open(self, nonce: bytes) -> None:
@@ -80,15 +82,17 @@ class HandoffChannel:
     def give(self, conn_id: int, peer: tuple, conn: socket.socket) -> None:
         """Pass an accepted socket to the process; the kernel's copy closes."""
         message = b"C" + _HEADER.pack(conn_id, peer[1]) + peer[0].encode()
-        if self.backlog or not self._send(message, conn):
-            self.backlog.append((message, conn))
+        entry = (conn_id, peer, message, conn)
+        if self.backlog or not self._send(entry):
+            self.backlog.append(entry)
             if len(self.backlog) == 1 and self.sock is not None:
                 self.loop.add_writer(self.sock.fileno(), self._writable)
 
-    def _send(self, message: bytes, conn: socket.socket) -> bool:
-        """True if sent (or lost with the channel), False to retry later."""
+    def _send(self, entry) -> bool:
+        """True if sent (or handed back), False to retry when writable."""
+        conn_id, peer, message, conn = entry
         if self.sock is None:
-            conn.close()
+            self.on_undelivered(conn_id, conn, peer)
             return True
         try:
             socket.send_fds(self.sock, [message], [conn.fileno()])
@@ -96,16 +100,15 @@ class HandoffChannel:
             return False
         except OSError as e:
             log.info("handoff %s: cannot send a socket: %s", self.path, e)
-            conn.close()
             self.close()
+            self.on_undelivered(conn_id, conn, peer)
             return True
         conn.close()
         return True
 
     def _writable(self) -> None:
         while self.backlog:
-            message, conn = self.backlog[0]
-            if not self._send(message, conn):
+            if not self._send(self.backlog[0]):
                 return
             self.backlog.pop(0)
         if self.sock is not None:
@@ -135,7 +138,7 @@ class HandoffChannel:
         self.loop.remove_reader(sock.fileno())
         self.loop.remove_writer(sock.fileno())
         sock.close()
-        for _, conn in self.backlog:
-            conn.close()
-        self.backlog.clear()
+        backlog, self.backlog = self.backlog, []
         self.on_lost()
+        for conn_id, peer, _, conn in backlog:
+            self.on_undelivered(conn_id, conn, peer)

@@ -32,6 +32,7 @@ log = logging.getLogger("nubis.net")
 
 ACCEPT_BATCH = 64
 _LINGER_RESET = struct.pack("ii", 1, 0)
+OPEN = pb.CONNECTION_EVENT_KIND_OPEN
 
 
 def refuse(conn: socket.socket) -> None:
@@ -124,6 +125,7 @@ class Listener:
             self.net.refused(self, conn_id, conn)
         for attachment in list(self.attached):
             attachment.end()
+            attachment.detach()    # now: its connections count no more
 
     def info(self) -> pb.ListenerInfo:
         limits = self.limits
@@ -155,11 +157,13 @@ class Attachment:
         self.handed: set = set()             # conn ids handed off, not closed
         self.channel = None
         if mode == pb.CARRY_MODE_HANDOFF:
-            self.channel = HandoffChannel(handoff_path, self.release, self.end)
+            self.channel = HandoffChannel(handoff_path, self.release, self.end,
+                                          self.undelivered)
         self.events: deque = deque()
         self.waiter = None
         self.ended = False
         self.error = None                    # why the kernel ended the stream
+        self.detached = False
 
     def give(self, conn_id: int, conn, peer: tuple) -> None:
         self.connections += 1
@@ -203,7 +207,10 @@ class Attachment:
             while True:
                 events = self.events
                 while events:
-                    yield events.popleft()
+                    event = events.popleft()
+                    yield event
+                    if event.kind == OPEN:
+                        self._delivered(event.connection_id)
                 if self.ended:
                     if self.error is not None:
                         raise self.error
@@ -212,7 +219,7 @@ class Attachment:
                 await self.waiter
                 self.waiter = None
         finally:
-            self._detach()
+            self.detach()
 
     async def _attach(self) -> pb.ConnectionEvent:
         limits = self.listener.limits
@@ -243,11 +250,23 @@ class Attachment:
             log.debug("listener %d: process %s attached (handoff)",
                       self.listener.port, self.pid)
 
-    def _detach(self) -> None:
+    def _delivered(self, conn_id: int) -> None:
+        conn = self.relayed.get(conn_id)
+        if conn is not None:
+            conn.delivered = True
+
+    def detach(self) -> None:
+        """Leave the listener: close what it holds (once; idempotent)."""
+        if self.detached:
+            return
+        self.detached = True
         self.ended = True
         self.listener.detach(self)
         for conn in list(self.relayed.values()):
-            conn.close("listener process detached")
+            if conn.delivered:
+                conn.close("listener process detached")
+            else:
+                self._move(conn)
         if self.channel is not None:
             self.channel.on_lost = _nothing
             self.channel.close()
@@ -255,6 +274,36 @@ class Attachment:
             self.net.released(self.listener)
         self.connections -= len(self.handed)
         self.handed.clear()
+
+    def _move(self, conn) -> None:
+        """Give a relayed connection whose OPEN never reached this process
+        to another one, with the events it has not seen."""
+        target = self.listener.pick()
+        if target is None:
+            conn.close("no listener process")
+            return
+        del self.relayed[conn.id]
+        self.connections -= 1
+        target.relayed[conn.id] = conn
+        target.connections += 1
+        target.given += 1
+        conn.attachment = target
+        if conn.transport is None:
+            return             # its OPEN is pushed when its socket is set up
+        target.push(pb.ConnectionEvent(
+            connection_id=conn.id, kind=OPEN, peer_host=conn.peer[0],
+            peer_port=conn.peer[1]))
+        for event in self.events:
+            if event.connection_id == conn.id and event.kind != OPEN:
+                target.push(event)
+
+    def undelivered(self, conn_id: int, conn, peer: tuple) -> None:
+        """A socket the handoff channel could not pass: to another process."""
+        self.listener.detach(self)
+        if conn_id in self.handed:
+            self.handed.discard(conn_id)
+            self.connections -= 1
+        self.listener.dispatch(conn_id, conn, peer)
 
     def info(self) -> pb.AttachedProcess:
         return pb.AttachedProcess(pid=self.pid, mode=self.mode,

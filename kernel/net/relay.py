@@ -50,6 +50,7 @@ class RelayedConnection(asyncio.Protocol):
         self.consumed = 0               # ... that the process has taken in
         self.reading = True
         self.drained = None             # a future while over high water
+        self.delivered = False          # its OPEN reached the process
         self.gone = False
 
     # -- the peer's side (asyncio callbacks) --------------------------------

@@ -52,7 +52,8 @@ class ProcRuntime:
         os.mkdir(os.path.join(self.folder, "scratch"), 0o711)
         os.chmod(os.path.join(self.folder, "scratch"), 0o711)
         gate = WorkerGate(self.kernel)
-        self.zygote = ZygoteHandle(c.proc_uid_base, self._on_zygote)
+        self.zygote = ZygoteHandle(c.proc_uid_base, self._on_zygote,
+                                   c.spawn_preload)
         await self.zygote.start()
         probe = self.zygote.probe
         self._warn(probe)

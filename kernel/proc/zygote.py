@@ -47,8 +47,8 @@ PRELOAD = (
 )
 
 
-def _preload() -> None:
-    for name in PRELOAD:
+def _preload(extra=()) -> None:
+    for name in (*PRELOAD, *extra):
         try:
             importlib.import_module(name)
         except ImportError as e:
@@ -173,7 +173,7 @@ def main(argv: list[str]) -> int:
     uid_base = int(argv[2])
     sandbox.prctl(sandbox.PR_SET_PDEATHSIG, signal.SIGKILL)
     sandbox.prctl(sandbox.PR_SET_CHILD_SUBREAPER, 1)
-    _preload()
+    _preload([m for m in argv[3].split(",") if m] if len(argv) > 3 else ())
     _send(sock, {"op": "ready", "probe": sandbox.probe(uid_base)})
     zygote = Zygote(sock)
     try:

@@ -19,8 +19,9 @@ _ENV_KEPT = ("PATH", "LANG", "LC_ALL", "TZ", "PYTHONPATH")
 class ZygoteHandle:
     """Start the zygote, ask it to fork, and route its reports."""
 
-    def __init__(self, uid_base: int, on_message):
+    def __init__(self, uid_base: int, on_message, preload=()):
         self.uid_base = uid_base
+        self.preload = tuple(preload)    # modules beyond the zygote's own
         self.on_message = on_message    # called with each report but "ready"
         self.sock = None
         self.proc = None
@@ -33,7 +34,7 @@ class ZygoteHandle:
         env = {k: v for k, v in os.environ.items() if k in _ENV_KEPT}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "nubis.proc.zygote", str(theirs.fileno()),
-             str(self.uid_base)],
+             str(self.uid_base), ",".join(self.preload)],
             pass_fds=[theirs.fileno()], env=env, stdin=subprocess.DEVNULL)
         theirs.close()
         ours.setblocking(False)

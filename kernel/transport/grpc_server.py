@@ -55,6 +55,9 @@ log = logging.getLogger("nubis.grpc")
 # Room above max_message_bytes for a message's own fields (key, metadata).
 HEADROOM_BYTES = 16 << 10
 STOP_GRACE_SECONDS = 2.0
+# Calls in progress at once; gRPC answers RESOURCE_EXHAUSTED beyond, so a
+# flood of parked calls (long polls, streams) cannot exhaust the kernel.
+MAX_CONCURRENT_RPCS = 10_000
 STATUS = {code.value[0]: code for code in grpc.StatusCode}
 
 
@@ -87,7 +90,8 @@ class GrpcServer:
     # -- lifecycle ---------------------------------------------------------
 
     async def start(self) -> None:
-        server = grpc.aio.server(options=[
+        server = grpc.aio.server(
+            maximum_concurrent_rpcs=MAX_CONCURRENT_RPCS, options=[
             ("grpc.max_receive_message_length", self.max_message),
             ("grpc.max_send_message_length", self.max_message),
             # Two kernels must not share a port by accident.

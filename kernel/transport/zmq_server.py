@@ -340,6 +340,7 @@ class ZmqServer:
                 out = event.SerializeToString()
                 if not self._send([peer, encode_header(DATA, 0, rid), out]):
                     break    # the peer is gone
+                self._kick()
                 sent += len(out)
         except NubisError as e:
             error = e
