@@ -312,7 +312,8 @@ class AsyncZmqConnection:
                     reply.result()
                     return
         finally:
-            if self._calls.pop(rid, None) is not None and self.sock is not None:
+            self._calls.pop(rid, None)
+            if not reply.done and self.sock is not None:
                 self._send([encode_header(CANCEL, 0, rid)])
 
     async def _wait(self, fut, rid, timeout, what):
@@ -347,24 +348,28 @@ class AsyncZmqConnection:
         sock = self.sock
         if sock is None:
             return
-        while True:
-            try:
-                frames = sock.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                return
+        calls = self._calls
+        while sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            frames = sock.recv_multipart(zmq.NOBLOCK)
             _, kind, code, rid = decode_header(frames[0])
-            entry = self._calls.get(rid)
+            entry = calls.get(rid)
             if entry is None:
                 continue     # the reply to a call that gave up
             reply, waiter = entry
             if reply is None:
-                if kind == PONG and not waiter.done():
-                    waiter.set_result(None)
+                if kind == PONG:
+                    del calls[rid]
+                    if not waiter.done():
+                        waiter.set_result(None)
                 continue
             reply.feed(kind, code, frames)
             if isinstance(waiter, asyncio.Queue):
                 waiter.put_nowait(None)
-            elif reply.done and not waiter.done():
+            elif reply.done:
+                # Answered: forget the call, so its waiter sends no CANCEL.
+                del calls[rid]
+                if waiter.done():
+                    continue
                 try:
                     waiter.set_result(reply.result())
                 except Exception as e:  # noqa: BLE001 - the call's own error
