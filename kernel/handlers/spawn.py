@@ -6,6 +6,7 @@ an INVALID_ARGUMENT at once rather than a failed process later.
 """
 
 import ast
+import functools
 import signal
 
 from nubis.calls import handler
@@ -57,7 +58,13 @@ def executable(tenant, exe) -> tuple[bytes, str, str]:
     source = _source_of(tenant, exe)
     if not exe.entry.isidentifier():
         raise InvalidArgument(f"entry {exe.entry!r} is not a Python name")
-    where = exe.blob_key or "source"
+    _check(source, exe.entry, exe.blob_key or "source")
+    return source, exe.entry, exe.name or exe.entry
+
+
+@functools.lru_cache(maxsize=256)
+def _check(source, entry: str, where: str) -> None:
+    """Parse once per distinct executable: warm spawns repeat the same one."""
     try:
         tree = ast.parse(source, filename=where)
     except SyntaxError as e:
@@ -65,10 +72,9 @@ def executable(tenant, exe) -> tuple[bytes, str, str]:
                               f"{e.msg}") from None
     except ValueError as e:
         raise InvalidArgument(f"{where} does not compile: {e}") from None
-    if exe.entry not in _defined_names(tree):
-        raise InvalidArgument(f"entry {exe.entry!r} is not defined at the top "
+    if entry not in _defined_names(tree):
+        raise InvalidArgument(f"entry {entry!r} is not defined at the top "
                               f"level of {where}")
-    return source, exe.entry, exe.name or exe.entry
 
 
 def plan_of(opts) -> Plan:
