@@ -287,7 +287,7 @@ def main(argv=None) -> None:
     p.add_argument("--putters", type=int, default=2)
     p.add_argument("--compact-bytes", type=int, default=16 << 20)
     p.add_argument("--pure", action="store_true",
-                   help="NUBIS_PURE=1 in the kernel (compaction works)")
+                   help="NUBIS_PURE=1 in the kernel")
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
     report = run(a.policy, a.kills, a.ops, producers=a.producers,

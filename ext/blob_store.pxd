@@ -3,6 +3,7 @@
 # The pure twin indexes keys with sortedcontainers' SortedList; here the
 # index is the same idea in C (sorted chunks of keys and the last key of
 # each), walked by position when listing instead of through iterators.
+# A BlobStore pickles as plain data; its index is rebuilt on load.
 
 cimport cython
 

@@ -6,6 +6,9 @@
 # are arrays of C structs. Every link is a strong reference; a message is
 # unlinked whenever it leaves a structure, and a queue unlinks everything
 # it still holds when it is freed, so no cycle outlives its queue.
+#
+# The inner types never pickle on their own: a QueueStore pickles as plain
+# data naming its messages by position (see "snapshots" in the .pyx).
 
 cimport cython
 from cpython.ref cimport PyObject

@@ -17,6 +17,13 @@ the file beats the environment. The TOML file looks like::
     token = "another long random string"
     admin = true
 
+    [tenants.edge]
+    curve_public_key = "the tenant's CURVE public key (nubis keygen)"
+
+With `curve_secret_key` set, the tcp:// ZeroMQ endpoints use CURVE and
+tenants authenticate there by their `curve_public_key`; with
+`grpc_tls_cert` and `grpc_tls_key` set, gRPC is served over TLS.
+
 With no tenants configured the kernel makes a `demo` tenant whose token is
 $NUBIS_TOKEN or a random one, written to `demo.token` in the runtime folder.
 """
@@ -25,6 +32,7 @@ import os
 import tomllib
 from dataclasses import dataclass, field, fields
 
+from nubis import security
 from nubis.errors import InvalidArgument
 from nubis.tenants import Quotas, parse_ports
 
@@ -52,6 +60,7 @@ class TenantConfig:
     name: str
     token: str = ""
     admin: bool = False
+    curve_public_key: bytes = b""   # Z85; authenticates on CURVE endpoints
     ports: tuple = ()
     quotas: Quotas = field(default_factory=Quotas)
 
@@ -67,6 +76,15 @@ class KernelConfig:
     # Largest object a streamed put may assemble (also capped per tenant).
     max_stream_bytes: int = 2 << 30
     log_level: str = "INFO"
+    # Network security (nubis.security). TLS for gRPC: PEM file paths; a
+    # client CA makes it mutual TLS. CURVE for the tcp:// ZeroMQ endpoints:
+    # Z85 keys or key file paths (the public key is derived if left out);
+    # ipc:// endpoints keep PLAIN, protected by the socket file's folder.
+    grpc_tls_cert: str = ""
+    grpc_tls_key: str = ""
+    grpc_tls_client_ca: str = ""
+    curve_secret_key: str = ""
+    curve_public_key: str = ""
     # Cloud processes (SPAWN): off with spawn = false or without ZeroMQ.
     spawn: bool = True
     proc_dir: str = ""              # where the worker folder goes; "" = /tmp
@@ -131,12 +149,22 @@ ENV = {
     "NUBIS_LOG_LEVEL": "log_level",
     "NUBIS_DATA_DIR": "data_dir",
     "NUBIS_FSYNC": "fsync",
+    "NUBIS_GRPC_TLS_CERT": "grpc_tls_cert",
+    "NUBIS_GRPC_TLS_KEY": "grpc_tls_key",
+    "NUBIS_GRPC_TLS_CLIENT_CA": "grpc_tls_client_ca",
+    # Not NUBIS_CURVE_*: those name a client's (tenant's) keys.
+    "NUBIS_KERNEL_CURVE_SECRET_KEY": "curve_secret_key",
+    "NUBIS_KERNEL_CURVE_PUBLIC_KEY": "curve_public_key",
 }
 
 
 def load(path: str | None = None, overrides: dict | None = None,
          environ=os.environ) -> KernelConfig:
-    """The configuration from the environment, a TOML file and overrides."""
+    """The configuration from the environment, a TOML file and overrides.
+
+    Key material is loaded and checked here too, so that bad keys stop a
+    kernel at boot with INVALID_ARGUMENT naming the option.
+    """
     config = KernelConfig()
     for var, key in ENV.items():
         if environ.get(var):
@@ -152,6 +180,7 @@ def load(path: str | None = None, overrides: dict | None = None,
     for key, value in (overrides or {}).items():
         if value is not None:
             config.set(key, value, f"--{key.replace('_', '-')}")
+    security.check(config)
     return config
 
 
@@ -174,16 +203,20 @@ def load_file(config: KernelConfig, path: str) -> None:
 
 
 def tenant_from_toml(name: str, entry: dict, where: str) -> TenantConfig:
-    unknown = set(entry) - {"token", "admin", "ports", "quotas"}
+    unknown = set(entry) - {"token", "admin", "ports", "quotas",
+                            "curve_public_key"}
     if unknown:
         raise InvalidArgument(f"{where}: unknown keys {sorted(unknown)}")
     token = entry.get("token", "")
     if not isinstance(token, str):
         raise InvalidArgument(f"{where}: token must be a string")
+    curve = entry.get("curve_public_key", "")
     return TenantConfig(
         name=name,
         token=token,
         admin=bool(entry.get("admin", False)),
+        curve_public_key=security.curve_key(curve, f"{where} curve_public_key")
+        if curve else b"",
         ports=parse_ports(entry.get("ports", []), where),
         quotas=Quotas.from_mapping(entry.get("quotas", {}), where),
     )

@@ -43,11 +43,20 @@ class Kernel:
         # The tenants' listeners and relayed connections (nubis.net).
         self.net = Network(config)
         for t in config.tenants:
-            self.tenants.add(t.name, t.token, t.quotas, t.admin, t.ports)
+            tenant, _ = self.tenants.add(t.name, t.token, t.quotas, t.admin,
+                                         t.ports)
+            if t.curve_public_key:
+                from zmq.utils import z85
+
+                self.tenants.add_curve_key(tenant, z85.decode(t.curve_public_key))
 
     def authenticate(self, token: str):
         """The tenant of a bearer token; raises Unauthenticated."""
         return self.tenants.authenticate(token)
+
+    def authenticate_curve(self, public_key: bytes):
+        """The tenant of a CURVE client's public key; raises Unauthenticated."""
+        return self.tenants.authenticate_curve(public_key)
 
     def invoke(self, call, tenant, request, body):
         """Run one cloud call for a tenant; returns what the handler returns."""

@@ -5,6 +5,7 @@ import logging
 import os
 import signal
 
+from nubis import security
 from nubis.config import KernelConfig, runtime_dir
 from nubis.core import Kernel
 
@@ -27,23 +28,40 @@ class Server:
             self._add_demo_tenant()
         self._open_journal()
         if self.config.zmq:
-            from nubis.transport.zmq_server import ZmqServer
-
-            zmq_server = ZmqServer(self.kernel, self.config.zmq)
-            await zmq_server.start()
-            self.transports.append(zmq_server)
-            self.kernel.endpoints += [f"zmq+{e}" for e in zmq_server.bound]
+            await self._start_zmq()
             if self.config.spawn:
                 await self._start_procs()
         if self.config.grpc:
             from nubis.transport.grpc_server import GrpcServer
 
-            grpc_server = GrpcServer(self.kernel, self.config.grpc)
+            tls = security.server_tls(self.config)
+            grpc_server = GrpcServer(self.kernel, self.config.grpc, tls)
             await grpc_server.start()
             self.transports.append(grpc_server)
-            self.kernel.endpoints.append(f"grpc://{grpc_server.bound}")
+            scheme = "grpcs" if tls else "grpc"
+            self.kernel.endpoints.append(f"{scheme}://{grpc_server.bound}")
         log.info("kernel %s serving %s (hot paths: %s)", self.kernel.version,
                  ", ".join(self.kernel.endpoints), self.kernel.hot_paths())
+
+    async def _start_zmq(self) -> None:
+        """One ZeroMQ server per security mechanism: a socket has one.
+
+        With a CURVE key the tcp:// endpoints get CURVE; ipc:// endpoints
+        keep PLAIN, protected by the socket file's permissions.
+        """
+        from nubis.transport.zmq_server import ZmqServer
+
+        curve = security.server_curve(self.config)
+        plain = [e for e in self.config.zmq
+                 if not (curve and e.startswith("tcp://"))]
+        curved = [e for e in self.config.zmq if e not in plain]
+        for endpoints, keys in ((plain, None), (curved, curve)):
+            if not endpoints:
+                continue
+            zmq_server = ZmqServer(self.kernel, endpoints, keys)
+            await zmq_server.start()
+            self.transports.append(zmq_server)
+            self.kernel.endpoints += [f"zmq+{e}" for e in zmq_server.bound]
 
     async def _start_procs(self) -> None:
         """SPAWN: the zygote, the worker endpoint and the supervisor."""

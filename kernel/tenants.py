@@ -3,8 +3,9 @@
 Theory of operation. A tenant owns its own queue store and blob store, so a
 handler reaches only the caller's objects: names are per tenant by
 construction, and no call can name, list or detect another tenant's objects.
-Tokens are looked up by their SHA-256 digest and then compared in constant
-time, so neither the lookup nor the comparison leaks a prefix of a token.
+Tokens, and the CURVE public keys of tenants that connect with CURVE, are
+looked up by their SHA-256 digest and then compared in constant time, so
+neither the lookup nor the comparison leaks a prefix of a credential.
 Usage counters only grow, except `bytes_stored`, which the stores report.
 """
 
@@ -148,6 +149,7 @@ class TenantRegistry:
     def __init__(self, clock=None):
         self.by_name: dict[str, Tenant] = {}
         self._by_digest: dict[bytes, tuple[Tenant, bytes]] = {}
+        self._by_curve_key: dict[bytes, tuple[Tenant, bytes]] = {}
         # The clock of the tenants' stores (None: their defaults), and a
         # function called with each tenant added (the journal wraps stores).
         self.clock = clock
@@ -178,10 +180,19 @@ class TenantRegistry:
         tenant = self.by_name.pop(name, None)
         if tenant is None:
             raise NotFound(f"tenant {name!r} not found")
-        for digest, (t, _) in list(self._by_digest.items()):
-            if t is tenant or getattr(t, "tenant", None) is tenant:
-                del self._by_digest[digest]
+        for table in (self._by_digest, self._by_curve_key):
+            for digest, (t, _) in list(table.items()):
+                if t is tenant or getattr(t, "tenant", None) is tenant:
+                    del table[digest]
         return tenant
+
+    def add_curve_key(self, tenant, public_key: bytes) -> None:
+        """Let `tenant` connect with CURVE using this 32-byte public key."""
+        digest = hashlib.sha256(public_key).digest()
+        if digest in self._by_curve_key:
+            raise AlreadyExists(f"tenant {tenant.name!r}: CURVE key already in "
+                                "use")
+        self._by_curve_key[digest] = (tenant, public_key)
 
     def add_token(self, tenant, token: str) -> None:
         """Accept one more token for `tenant` (or a view of it, as for a
@@ -203,4 +214,11 @@ class TenantRegistry:
         entry = self._by_digest.get(hashlib.sha256(given).digest())
         if entry is None or not hmac.compare_digest(entry[1], given):
             raise Unauthenticated("invalid token")
+        return entry[0]
+
+    def authenticate_curve(self, public_key: bytes) -> Tenant:
+        """The tenant of a CURVE client's 32-byte public key."""
+        entry = self._by_curve_key.get(hashlib.sha256(public_key).digest())
+        if entry is None or not hmac.compare_digest(entry[1], public_key):
+            raise Unauthenticated("unknown CURVE public key")
         return entry[0]

@@ -45,7 +45,7 @@ def test_kill_nine_under_load_loses_nothing_acknowledged(tmp_path):
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("pure", [True, False], ids=["pure", "compiled"])
 def test_compaction_by_fork_under_kills(tmp_path, pure):
-    report = crash.run("always", kills=3, folder=str(tmp_path), gap=(0.8, 1.2),
+    report = crash.run("always", kills=3, folder=str(tmp_path), gap=(1.5, 2.0),
                        producers=3, consumers=2, putters=1, seed=9,
                        compact_bytes=100_000, pure=pure)
     assert report["lost"] == report["blobs_bad"] == report["resurrected"] == 0

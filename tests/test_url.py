@@ -13,10 +13,12 @@ from nubis.errors import InvalidArgument
     ("zmq+tcp://[::1]:7701", "zmq", "tcp://[::1]:7701"),
     ("grpc://127.0.0.1:7700", "grpc", "127.0.0.1:7700"),
     ("grpc://kernel.example:443/", "grpc", "kernel.example:443"),
+    ("grpcs://kernel.example:443", "grpc", "kernel.example:443"),
 ])
 def test_good_urls(url, transport, address):
     parsed = parse(url)
     assert (parsed.transport, parsed.address) == (transport, address)
+    assert parsed.tls == url.startswith("grpcs")
 
 
 @pytest.mark.parametrize("url, words", [
@@ -30,6 +32,7 @@ def test_good_urls(url, transport, address):
     ("grpc://localhost:99999", "bad port"),
     ("grpc://:7700", "host:port"),
     ("grpc://host:1/path", "only host:port"),
+    ("grpcs://host", "host:port"),
     (None, "bad kernel URL"),
 ])
 def test_bad_urls(url, words):

@@ -31,7 +31,8 @@ class State(dict):
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="nubis")
 @click.option("--url", envvar="NUBIS_URL", help="Kernel URL: zmq+ipc:///PATH, "
-              "zmq+tcp://HOST:PORT or grpc://HOST:PORT.  [env: NUBIS_URL]")
+              "zmq+tcp://HOST:PORT, grpc://HOST:PORT or grpcs://HOST:PORT (TLS; "
+              "CA in $NUBIS_TLS_CA).  [env: NUBIS_URL]")
 @click.option("--token", envvar="NUBIS_TOKEN",
               help="Tenant token.  [env: NUBIS_TOKEN]")
 @click.option("--timeout", type=float, default=30.0, show_default=True,
@@ -68,8 +69,24 @@ def main(ctx, url, token, timeout, as_json):
               "(always, the default), fsync once a second and lose up to "
               "about a second (everysec), or journal nothing (none).  "
               "[env: NUBIS_FSYNC]")
+@click.option("--grpc-tls-cert", type=click.Path(dir_okay=False),
+              help="Serve gRPC over TLS with this PEM certificate chain.  "
+              "[env: NUBIS_GRPC_TLS_CERT]")
+@click.option("--grpc-tls-key", type=click.Path(dir_okay=False),
+              help="The PEM private key of --grpc-tls-cert.  "
+              "[env: NUBIS_GRPC_TLS_KEY]")
+@click.option("--grpc-tls-client-ca", type=click.Path(dir_okay=False),
+              help="Mutual TLS: accept only client certificates this PEM CA "
+              "signed.  [env: NUBIS_GRPC_TLS_CLIENT_CA]")
+@click.option("--curve-secret-key", help="CURVE on the tcp:// ZeroMQ "
+              "endpoints with this secret key (Z85, or a key file path; "
+              "prefer a file, as flags are visible to other users).  "
+              "[env: NUBIS_KERNEL_CURVE_SECRET_KEY]")
+@click.option("--curve-public-key", help="The public key of "
+              "--curve-secret-key (checked; derived when left out).  "
+              "[env: NUBIS_KERNEL_CURVE_PUBLIC_KEY]")
 def kernel(config_path, zmq_endpoints, grpc_address, no_grpc, max_message_bytes,
-           log_level, data_dir, fsync):
+           log_level, data_dir, fsync, **security):
     """Boot a kernel in the foreground; SIGINT or SIGTERM stops it cleanly.
 
     Options come from flags, then the TOML file, then the environment. With
@@ -85,6 +102,7 @@ def kernel(config_path, zmq_endpoints, grpc_address, no_grpc, max_message_bytes,
         "log_level": log_level.upper() if log_level else None,
         "data_dir": data_dir,
         "fsync": fsync,
+        **security,
     }
     try:
         cfg = config.load(config_path, overrides)
@@ -94,8 +112,25 @@ def kernel(config_path, zmq_endpoints, grpc_address, no_grpc, max_message_bytes,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         server.run(cfg)
+    except NubisError as e:
+        fail(e.message, 2)
     except OSError as e:
         fail(str(e), 1)
+
+
+@main.command()
+@click.pass_context
+def keygen(ctx):
+    """Print a new CURVE keypair (Z85), for a kernel or a tenant.
+
+    The kernel's pair goes in [kernel] of its config; a tenant keeps its
+    secret key and the operator puts its public key under [tenants.NAME].
+    """
+    import zmq
+
+    public, secret = zmq.curve_keypair()
+    pair = {"curve_public_key": public.decode(), "curve_secret_key": secret.decode()}
+    emit(ctx, pair, "\n".join(f'{k} = "{v}"' for k, v in pair.items()))
 
 
 @main.command()

@@ -12,6 +12,11 @@ The URL picks the transport (see nubis.client.url); with none given the
 client uses $NUBIS_URL, else the local kernel's default unix socket. The
 token is $NUBIS_TOKEN, else the demo token a local kernel wrote down. Every
 failed call raises the NubisError subclass of its status code.
+
+Over the network, grpcs:// URLs use TLS and zmq+tcp:// URLs use CURVE when
+given the kernel's public key; the keyword options (tls_ca, tls_cert,
+tls_key, curve_server_key, curve_secret_key, curve_public_key) and their
+environment variables are in nubis.client.keys.
 """
 
 import os
@@ -26,6 +31,7 @@ from nubis.client.api import (
     QueueApi,
     SpawnApi,
 )
+from nubis.client.keys import connection_options
 from nubis.client.url import KernelUrl, parse
 from nubis.config import runtime_dir
 from nubis.errors import *  # noqa: F403 - the exceptions are part of the API
@@ -64,12 +70,14 @@ def default_token() -> str:
 
 
 class _Base:
-    def __init__(self, url, token, timeout, max_message_bytes, chunk_bytes):
+    def __init__(self, url, token, timeout, max_message_bytes, chunk_bytes,
+                 security):
         self.url = parse(url or default_url())
         self.token = token if token is not None else default_token()
         self.timeout = timeout
         self.options = dict(max_message_bytes=max_message_bytes,
-                            chunk_bytes=chunk_bytes)
+                            chunk_bytes=chunk_bytes,
+                            **connection_options(self.url, security))
         self.queue = QueueApi(self._call)
         self.blob = BlobApi(self._call)
         self.account = AccountApi(self._call)
@@ -83,12 +91,18 @@ class _Base:
 
 
 class Client(_Base):
-    """A blocking client; one call at a time (use one per thread)."""
+    """A blocking client; one call at a time (use one per thread).
+
+    TLS and CURVE options (tls_ca=, curve_server_key=, ...) are those of
+    nubis.client.keys.
+    """
 
     def __init__(self, url: str | None = None, token: str | None = None, *,
                  timeout: float | None = DEFAULT_TIMEOUT,
-                 max_message_bytes: int = 8 << 20, chunk_bytes: int = 1 << 20):
-        super().__init__(url, token, timeout, max_message_bytes, chunk_bytes)
+                 max_message_bytes: int = 8 << 20, chunk_bytes: int = 1 << 20,
+                 **security: str):
+        super().__init__(url, token, timeout, max_message_bytes, chunk_bytes,
+                         security)
         if self.url.transport == "zmq":
             from nubis.client.zmq import ZmqConnection as Connection
         else:
@@ -118,13 +132,16 @@ class AsyncClient(_Base):
     """An asyncio client; any number of calls may be in flight at once.
 
     Create it with `await AsyncClient.connect(url, token)` or use it as
-    `async with AsyncClient(url, token) as c:`.
+    `async with AsyncClient(url, token) as c:`. TLS and CURVE options are
+    those of nubis.client.keys.
     """
 
     def __init__(self, url: str | None = None, token: str | None = None, *,
                  timeout: float | None = DEFAULT_TIMEOUT,
-                 max_message_bytes: int = 8 << 20, chunk_bytes: int = 1 << 20):
-        super().__init__(url, token, timeout, max_message_bytes, chunk_bytes)
+                 max_message_bytes: int = 8 << 20, chunk_bytes: int = 1 << 20,
+                 **security: str):
+        super().__init__(url, token, timeout, max_message_bytes, chunk_bytes,
+                         security)
         self.conn = None
 
     @classmethod

@@ -2,7 +2,9 @@
 
 A connection makes cloud calls by the method rows of the ABI (`nubis.abi`):
 each row's path and message classes are all a call needs, so no generated
-stub code is used. The bearer token rides in the metadata of every call.
+stub code is used. The bearer token rides in the metadata of every call;
+with channel credentials (grpcs://, see nubis.client.keys) the channel is
+TLS, and the token still applies.
 
 Bulk content travels in the `data` field of the stream's messages: a put
 sends the request, with the first chunk of content if its own `data` is
@@ -106,9 +108,13 @@ class GrpcConnection(_Base):
     """A blocking connection to a kernel's gRPC endpoint ("host:port")."""
 
     def __init__(self, target: str, token: str, *, max_message_bytes=8 << 20,
-                 chunk_bytes=1 << 20):
+                 chunk_bytes=1 << 20, credentials=None):
         super().__init__(target, token, max_message_bytes, chunk_bytes)
-        self.channel = grpc.insecure_channel(self.target, options=self.options)
+        if credentials is None:
+            self.channel = grpc.insecure_channel(self.target, options=self.options)
+        else:
+            self.channel = grpc.secure_channel(self.target, credentials,
+                                               options=self.options)
 
     def call(self, method: abi.Method, request, content: bytes | None = None,
              timeout: float | None = None) -> tuple:
@@ -166,9 +172,13 @@ class AsyncGrpcConnection(_Base):
     """An asyncio connection; any number of calls may be in flight at once."""
 
     def __init__(self, target: str, token: str, *, max_message_bytes=8 << 20,
-                 chunk_bytes=1 << 20):
+                 chunk_bytes=1 << 20, credentials=None):
         super().__init__(target, token, max_message_bytes, chunk_bytes)
-        self.channel = grpc.aio.insecure_channel(self.target, options=self.options)
+        if credentials is None:
+            self.channel = grpc.aio.insecure_channel(self.target, options=self.options)
+        else:
+            self.channel = grpc.aio.secure_channel(
+                self.target, credentials, options=self.options)
 
     async def call(self, method: abi.Method, request,
                    content: bytes | None = None,

@@ -1,8 +1,10 @@
 """Kernel URLs: one string picks the transport and the address.
 
     zmq+ipc:///run/nubis/kernel.sock    ZeroMQ over a unix socket (fastest)
-    zmq+tcp://127.0.0.1:7701            ZeroMQ over TCP
+    zmq+tcp://127.0.0.1:7701            ZeroMQ over TCP (PLAIN, or CURVE
+                                        when given the kernel's public key)
     grpc://127.0.0.1:7700               gRPC (HTTP/2)
+    grpcs://kernel.example:7700         gRPC over TLS
 """
 
 from dataclasses import dataclass
@@ -10,7 +12,7 @@ from urllib.parse import urlsplit
 
 from nubis.errors import InvalidArgument
 
-SCHEMES = ("zmq+ipc", "zmq+tcp", "grpc")
+SCHEMES = ("zmq+ipc", "zmq+tcp", "grpc", "grpcs")
 
 
 @dataclass(frozen=True)
@@ -18,6 +20,7 @@ class KernelUrl:
     transport: str   # "zmq" or "grpc"
     address: str     # a ZeroMQ endpoint, or host:port for gRPC
     url: str
+    tls: bool = False  # grpcs: gRPC over TLS
 
 
 def parse(url: str) -> KernelUrl:
@@ -32,10 +35,10 @@ def parse(url: str) -> KernelUrl:
             raise InvalidArgument(f"bad kernel URL {url!r}: zmq+ipc needs an "
                                   "absolute socket path, as zmq+ipc:///path")
         return KernelUrl("zmq", f"ipc://{rest}", url)
-    if scheme in ("zmq+tcp", "grpc"):
+    if scheme in ("zmq+tcp", "grpc", "grpcs"):
         host, port = _host_port(url, rest)
-        if scheme == "grpc":
-            return KernelUrl("grpc", f"{host}:{port}", url)
+        if scheme.startswith("grpc"):
+            return KernelUrl("grpc", f"{host}:{port}", url, scheme == "grpcs")
         return KernelUrl("zmq", f"tcp://{host}:{port}", url)
     raise InvalidArgument(f"bad kernel URL {url!r}: unknown scheme {scheme!r}; "
                           f"use one of {', '.join(SCHEMES)}")

@@ -1,11 +1,12 @@
 """The client side of the ZeroMQ wire (proto/WIRE.md), sync and asyncio.
 
 A connection is one DEALER socket, authenticated in the ZeroMQ handshake
-with the tenant's token as the PLAIN password. Each call gets a fresh
-request id; replies are matched to calls by it, so the asyncio connection
-keeps any number of calls in flight, and the sync one discards replies to
-calls it gave up on. Content larger than one chunk is streamed in DATA
-messages, zero-copy from the caller's buffer.
+with the tenant's token as the PLAIN password, or, given `curve` keys (a
+tcp:// endpoint of a kernel with a CURVE key), by the tenant's keypair.
+Each call gets a fresh request id; replies are matched to calls by it, so
+the asyncio connection keeps any number of calls in flight, and the sync
+one discards replies to calls it gave up on. Content larger than one chunk
+is streamed in DATA messages, zero-copy from the caller's buffer.
 """
 
 import asyncio
@@ -51,29 +52,44 @@ def _ctx() -> zmq.Context:
     return _context
 
 
-def _socket(endpoint: str, token: str, max_message_bytes: int):
-    if not token:
+def _socket(endpoint: str, token: str, max_message_bytes: int, curve=None):
+    if curve is None and not token:
         raise Unauthenticated("missing token: pass token= or set NUBIS_TOKEN")
     sock = _ctx().socket(zmq.DEALER)
     sock.linger = 0
     sock.sndhwm = 0          # content is sent zero-copy; never drop or block
-    sock.plain_username = b"nubis"
-    sock.plain_password = token.encode()
+    if curve is not None:
+        server, public, secret = curve
+        sock.curve_serverkey = server
+        sock.curve_publickey = public
+        sock.curve_secretkey = secret
+    else:
+        sock.plain_username = b"nubis"
+        sock.plain_password = token.encode()
     sock.maxmsgsize = max_message_bytes + 4096
     sock.heartbeat_ivl = 10_000
     sock.heartbeat_timeout = 30_000
     monitor = sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_FAILED_AUTH
+                                      | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
                                       | zmq.EVENT_HANDSHAKE_SUCCEEDED)
     sock.connect(endpoint)
     return sock, monitor
 
 
-def _auth_failed(monitor) -> bool:
-    failed = False
+def _refusal(monitor, endpoint: str) -> Unauthenticated | None:
+    """Why the kernel refused the handshake, if its latest attempt failed."""
+    event = None
     while monitor.poll(0):
-        event = parse_monitor_message(monitor.recv_multipart())
-        failed = event["event"] == zmq.EVENT_HANDSHAKE_FAILED_AUTH
-    return failed
+        event = parse_monitor_message(monitor.recv_multipart())["event"]
+    if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+        return Unauthenticated(f"the kernel at {endpoint} refused the "
+                               "credentials (token or CURVE key)")
+    if event == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL:
+        return Unauthenticated(
+            f"the handshake with {endpoint} failed: the endpoint uses another "
+            "security mechanism (a kernel with a CURVE key serves tcp:// with "
+            "CURVE only; pass curve_server_key=), or the CURVE keys are wrong")
+    return None
 
 
 def request_messages(method, request, content, rid: int, chunk: int) -> list:
@@ -147,10 +163,12 @@ class ZmqConnection:
     """A blocking connection: one call at a time, from one thread."""
 
     def __init__(self, endpoint: str, token: str, *, max_message_bytes=8 << 20,
-                 chunk_bytes=1 << 20, connect_timeout=CONNECT_TIMEOUT):
+                 chunk_bytes=1 << 20, connect_timeout=CONNECT_TIMEOUT,
+                 curve=None):
         self.endpoint = endpoint
         self.chunk = chunk_bytes
-        self.sock, self.monitor = _socket(endpoint, token, max_message_bytes)
+        self.sock, self.monitor = _socket(endpoint, token, max_message_bytes,
+                                          curve)
         self._ids = itertools.count(1)
         try:
             self.ping(connect_timeout)
@@ -232,9 +250,9 @@ class ZmqConnection:
                 wait = min(1000, max(0, int((deadline - time.monotonic()) * 1000)))
             if sock.poll(wait):
                 return sock.recv_multipart()
-            if _auth_failed(self.monitor):
-                raise Unauthenticated(f"the kernel at {self.endpoint} refused "
-                                      "the token")
+            refusal = _refusal(self.monitor, self.endpoint)
+            if refusal is not None:
+                raise refusal
             if deadline is not None and time.monotonic() >= deadline:
                 sock.send(encode_header(CANCEL, 0, rid))
                 if what == "ping":
@@ -253,9 +271,10 @@ class AsyncZmqConnection:
     """An asyncio connection: any number of calls in flight on one socket."""
 
     def __init__(self, endpoint: str, token: str, *, max_message_bytes=8 << 20,
-                 chunk_bytes=1 << 20):
+                 chunk_bytes=1 << 20, curve=None):
         self.endpoint = endpoint
         self.token = token
+        self.curve = curve
         self.chunk = chunk_bytes
         self.max_message = max_message_bytes
         self.sock = None
@@ -266,7 +285,7 @@ class AsyncZmqConnection:
     async def open(self, connect_timeout: float = CONNECT_TIMEOUT) -> None:
         self.loop = asyncio.get_running_loop()
         self.sock, self.monitor = _socket(self.endpoint, self.token,
-                                          self.max_message)
+                                          self.max_message, self.curve)
         self.loop.add_reader(self.sock.FD, self._ready)
         try:
             await self.ping(connect_timeout)
@@ -331,9 +350,9 @@ class AsyncZmqConnection:
     def _expire(self, fut, rid, what) -> None:
         if fut.done():
             return
-        if _auth_failed(self.monitor):
-            fut.set_exception(Unauthenticated(
-                f"the kernel at {self.endpoint} refused the token"))
+        refusal = _refusal(self.monitor, self.endpoint)
+        if refusal is not None:
+            fut.set_exception(refusal)
         else:
             fut.set_exception(DeadlineExceeded(f"{what}: no reply within the "
                                                "deadline"))

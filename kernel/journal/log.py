@@ -18,6 +18,7 @@ log = logging.getLogger("nubis.journal")
 ALWAYS, EVERYSEC, NONE = "always", "everysec", "none"
 POLICIES = (ALWAYS, EVERYSEC, NONE)
 TICK_SECONDS = 1.0
+REAP_SECONDS = 0.1
 # everysec: a buffer past this many bytes is written before the next tick.
 EAGER_BYTES = 16 << 20
 PREFIX = "journal."
@@ -326,7 +327,9 @@ class Journal:
 
     async def _tick(self) -> None:
         while True:
-            await asyncio.sleep(TICK_SECONDS)
+            # A snapshot child is looked for more often, so its old segments
+            # go soon after it finishes.
+            await asyncio.sleep(REAP_SECONDS if self._child else TICK_SECONDS)
             self._reap()
             if self._buffer and self._flusher is None:
                 self._kick()

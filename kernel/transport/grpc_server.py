@@ -10,6 +10,8 @@ kernel's loop; none blocks it.
   (no serializer): the transport parses and serializes itself, which gives
   exact byte counts for accounting and a clear INVALID_ARGUMENT for a
   request that does not parse.
+- With TLS files (nubis.security.TlsFiles) the port is served over TLS,
+  mutual TLS when a client CA is given; bearer tokens apply either way.
 - Every call checks its bearer token first, before reading any content.
   Nothing is cached: the kernel looks each token up by its digest.
 - A content_in call (PutBlob) reads the request, then the `data` of every
@@ -77,9 +79,10 @@ class _Ledger:
 class GrpcServer:
     """The kernel's call table on a grpc.aio server at `address`."""
 
-    def __init__(self, kernel, address: str):
+    def __init__(self, kernel, address: str, tls=None):
         self.kernel = kernel
         self.address = address
+        self.tls = tls      # nubis.security.TlsFiles, or None for plaintext
         self.chunk = kernel.config.chunk_bytes
         self.max_stream = kernel.config.max_stream_bytes
         self.max_message = kernel.config.max_message_bytes + HEADROOM_BYTES
@@ -109,16 +112,28 @@ class GrpcServer:
 
         for service in ("", *abi.SERVICE_NAMES):
             await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
-        log.info("grpc listening on %s", self.bound)
+        log.info("grpc listening on %s (%s)", self.bound,
+                 "plaintext" if self.tls is None else
+                 "mutual TLS" if self.tls.client_ca else "TLS")
 
     def _bind(self, server) -> str:
         try:
-            port = server.add_insecure_port(self.address)
+            if self.tls is None:
+                port = server.add_insecure_port(self.address)
+            else:
+                port = server.add_secure_port(self.address, self._credentials())
         except RuntimeError as e:
             raise OSError(f"cannot bind gRPC address {self.address}: {e}") from None
         if not port:
             raise OSError(f"cannot bind gRPC address {self.address}")
         return f"{self.address.rpartition(':')[0]}:{port}"
+
+    def _credentials(self) -> grpc.ServerCredentials:
+        """TLS; with a client CA, clients must present a certificate it signed."""
+        tls = self.tls
+        return grpc.ssl_server_credentials(
+            [(tls.key, tls.cert)], root_certificates=tls.client_ca,
+            require_client_auth=tls.client_ca is not None)
 
     async def stop(self) -> None:
         if self.server is None:

@@ -1,13 +1,17 @@
 """The ZeroMQ transport: the kernel's low-latency path (spec: proto/WIRE.md).
 
-Theory of operation. One ROUTER socket serves every endpoint (ipc:// and
-tcp://). Clients authenticate in the ZeroMQ handshake (PLAIN: the password
-is the tenant's token) through a ZAP handler served on the same loop, so a
-connection is bound to its tenant by libzmq before any message arrives, and
-each message carries its tenant as the "User-Id" property; nothing a peer
-sends can change it. The socket's file descriptor is edge-triggered: the
-reader drains the socket until it is empty, and any send made outside the
-reader checks for input the send may have consumed the edge of.
+Theory of operation. One ROUTER socket serves a list of endpoints with one
+security mechanism, since a ZeroMQ socket has exactly one: PLAIN (the
+password is the tenant's token) or, given the kernel's keypair, CURVE (the
+tenant is known by its public key). A kernel with a CURVE key runs two
+servers: PLAIN on ipc://, CURVE on tcp://. Each server has its own context,
+hence its own ZAP handler, served on the same loop and accepting only the
+server's mechanism, so a connection is bound to its tenant by libzmq before
+any message arrives, and each message carries its tenant as the "User-Id"
+property; nothing a peer sends can change it. The socket's file descriptor
+is edge-triggered: the reader drains the socket until it is empty, and any
+send made outside the reader checks for input the send may have consumed
+the edge of.
 
 Requests that finish at once are answered inside the reader; those that park
 (long polls, large puts, event streams) become tasks kept by (peer, request
@@ -78,8 +82,17 @@ class _InStream:
 
 
 class ZmqServer:
-    def __init__(self, kernel, endpoints: list[str]):
+    """A ROUTER socket serving the call table on `endpoints`.
+
+    With `curve`, a (public, secret) pair of Z85 keys, the socket is a CURVE
+    server and tenants authenticate by their public keys; without, PLAIN.
+    """
+
+    def __init__(self, kernel, endpoints: list[str],
+                 curve: tuple[bytes, bytes] | None = None):
         self.kernel = kernel
+        self.curve = curve
+        self.mechanism = b"CURVE" if curve else b"PLAIN"
         self.calls = kernel.calls
         self.endpoints = list(endpoints)
         self.chunk = kernel.config.chunk_bytes
@@ -105,7 +118,11 @@ class ZmqServer:
 
         sock = self.sock = self.ctx.socket(zmq.ROUTER)
         sock.linger = 0
-        sock.plain_server = True
+        if self.curve:
+            sock.curve_publickey, sock.curve_secretkey = self.curve
+            sock.curve_server = True
+        else:
+            sock.plain_server = True
         sock.zap_domain = ZAP_DOMAIN
         sock.router_mandatory = True
         sock.sndhwm = 0    # replies are never dropped; see WIRE.md, limits
@@ -134,7 +151,7 @@ class ZmqServer:
         except zmq.ZMQError as e:
             raise OSError(f"cannot bind ZeroMQ endpoint {endpoint}: {e}") from None
         bound = self.sock.last_endpoint.decode()
-        log.info("zeromq listening on %s", bound)
+        log.info("zeromq listening on %s (%s)", bound, self.mechanism.decode())
         return bound
 
     async def stop(self) -> None:
@@ -174,17 +191,33 @@ class ZmqServer:
         #  mechanism, credentials...]
         peer, _, version, request_id = msg[:4]
         mechanism = msg[7] if len(msg) > 7 else b""
-        status, text, user = b"400", b"invalid token", b""
-        if mechanism == b"PLAIN" and len(msg) == 10:
-            try:
-                tenant = self.kernel.authenticate(msg[9].decode())
-                status, text, user = b"200", b"OK", tenant.name.encode()
-            except (NubisError, UnicodeDecodeError):
-                log.info("zeromq: refused a token from %s", msg[5].decode())
-        else:
-            text = b"use the PLAIN mechanism with the token as password"
+        try:
+            tenant = self._zap_tenant(mechanism, msg[8:])
+            status, text, user = b"200", b"OK", tenant.name.encode()
+        except NubisError as e:
+            log.info("zeromq: refused a %s handshake from %s: %s",
+                     mechanism.decode(errors="replace") or "NULL",
+                     msg[5].decode(errors="replace"), e.message)
+            status, text, user = b"400", e.message.encode(), b""
         self.zap.send_multipart([peer, b"", b"1.0", request_id, status, text,
                                  user, b""])
+
+    def _zap_tenant(self, mechanism: bytes, credentials: list):
+        """The tenant a handshake's credentials name; raises Unauthenticated."""
+        if mechanism != self.mechanism:
+            raise Unauthenticated(f"use the {self.mechanism.decode()} mechanism "
+                                  "on this endpoint")
+        if mechanism == b"CURVE":
+            if len(credentials) != 1 or len(credentials[0]) != 32:
+                raise Unauthenticated("malformed CURVE credentials")
+            return self.kernel.authenticate_curve(credentials[0])
+        if len(credentials) != 2:
+            raise Unauthenticated("malformed PLAIN credentials")
+        try:
+            token = credentials[1].decode()
+        except UnicodeDecodeError:
+            raise Unauthenticated("invalid token") from None
+        return self.kernel.authenticate(token)
 
     # -- the reader --------------------------------------------------------
 
