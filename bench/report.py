@@ -3,9 +3,10 @@
 A row is a plain dict (so the JSON file is the rows themselves): the case,
 the merged HdrHistogram's percentiles in microseconds, calls per second
 over the timed wall clock, and for kernel calls the kernel's own service
-time for the same calls (frame in to reply out, from GetCallStats). Ratios
-divide a kernel call by the floor of its transport or by its peer op, with
-the same payload and the same mode, depth, processes and rate.
+time for the same calls (request read to reply handed to the transport,
+from GetCallStats). Ratios divide a kernel call by the floor of its
+transport or by its peer op, with the same payload and the same mode,
+depth, processes and rate.
 """
 
 import json
@@ -230,8 +231,9 @@ def markdown(report: dict) -> str:
         "an HdrHistogram of every call, measured by the client; calls/s is "
         "completed calls over the timed wall clock (in a closed loop, less "
         "the untimed refills of queues). In-kernel p50 is the "
-        "kernel's own service time for the same calls (frame in to reply "
-        "out), and share is its fraction of the end-to-end p50. x floor "
+        "kernel's own service time for the same calls (from the request read "
+        "to the reply handed to the transport), and share is its fraction "
+        "of the end-to-end p50. x floor "
         "divides by the bare echo of the same transport, payload and mode "
         "(pyzmq for zmq, grpcio for grpc); x Redis and x NATS divide the "
         "p50 by the peer's comparable op (GET for blob get and head, SET for "

@@ -5,7 +5,9 @@ on it one at a time and never block, so no locks are needed. A transport
 decodes a request, asks `authenticate` for the tenant once per connection or
 call, passes the decoded request to `invoke`, sends what comes back, and then
 reports the call to `finish`, which keeps the usage counters and the
-in-kernel service-time histograms (frame in to reply out).
+in-kernel service-time histograms: from the request read off the wire to
+the reply handed back to the transport, so that a benchmark can split the
+kernel's own time from the transport's.
 """
 
 import logging

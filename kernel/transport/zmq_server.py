@@ -318,13 +318,8 @@ class ZmqServer:
             return self._fail(peer, rid, Internal(f"{call.key} failed; see the "
                                                   "kernel log"), call, tenant,
                               started, size)
-        if isinstance(result, _Message):
-            out = result.SerializeToString()
-            self._send([peer, encode_header(REPLY, 0, rid), out])
-            self.kernel.finish(call, tenant, started, None, size, len(out))
-        elif type(result) is tuple:
-            sent = self._send_content(peer, rid, *result)
-            self.kernel.finish(call, tenant, started, None, size, sent)
+        if isinstance(result, _Message) or type(result) is tuple:
+            self._reply(peer, rid, call, tenant, result, started, size)
         elif call.method.events:
             self._park(peer, rid, self._pump(peer, rid, call, tenant, result,
                                              started, size))
@@ -355,14 +350,25 @@ class ZmqServer:
             return self._fail(peer, rid, Internal(f"{call.key} failed; see the "
                                                   "kernel log"), call, tenant,
                               started, size, True)
+        self._reply(peer, rid, call, tenant, result, started, size)
+        self._kick()
+
+    def _reply(self, peer, rid, call, tenant, result, started, size) -> None:
+        """Account a call's reply, then send it.
+
+        The service time ends when the reply is ready for the transport:
+        the send itself (libzmq and its I/O thread) is transport time.
+        """
         if type(result) is tuple:
-            sent = self._send_content(peer, rid, *result)
+            response, content = result
+            out = response.SerializeToString()
+            self.kernel.finish(call, tenant, started, None, size,
+                               len(out) + len(content))
+            self._send_content(peer, rid, out, content)
         else:
             out = result.SerializeToString()
+            self.kernel.finish(call, tenant, started, None, size, len(out))
             self._send([peer, encode_header(REPLY, 0, rid), out])
-            sent = len(out)
-        self._kick()
-        self.kernel.finish(call, tenant, started, None, size, sent)
 
     async def _pump(self, peer, rid, call, tenant, events, started, size):
         """Send an events call's responses as DATA messages, then END."""
@@ -394,20 +400,18 @@ class ZmqServer:
             self._kick()
             self.kernel.finish(call, tenant, started, error, size, sent)
 
-    def _send_content(self, peer, rid, response, content) -> int:
+    def _send_content(self, peer, rid, out: bytes, content) -> None:
         """Send a reply with content: inline if small, else streamed."""
-        out = response.SerializeToString()
         if len(content) <= self.chunk:
             self._send([peer, encode_header(REPLY, 0, rid), out, content],
                        len(content) < ZERO_COPY_BYTES)
-            return len(out) + len(content)
+            return
         self._send([peer, encode_header(REPLY_OPEN, 0, rid), out])
         view = memoryview(content)
         data = encode_header(DATA, 0, rid)
         for at in range(0, len(view), self.chunk):
             self._send([peer, data, view[at:at + self.chunk]], False)
         self._send([peer, encode_header(END, 0, rid), b""])
-        return len(out) + len(content)
 
     # -- streamed requests -------------------------------------------------
 
@@ -505,12 +509,12 @@ class ZmqServer:
 
     def _fail(self, peer, rid, error: NubisError, call=None, tenant=None,
               started=0, size=0, outside_reader=False) -> None:
+        if call is not None:
+            self.kernel.finish(call, tenant, started, error, size, 0)
         self._send([peer, encode_header(REPLY, int(error.code), rid),
                     error.message.encode()])
         if outside_reader:
             self._kick()
-        if call is not None:
-            self.kernel.finish(call, tenant, started, error, size, 0)
 
 
 def _join(chunks):
