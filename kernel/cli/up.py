@@ -19,6 +19,7 @@ import click
 
 from nubis.cli.output import fail
 from nubis.errors import NubisError
+from nubis.tenants import parse_ports
 
 log = logging.getLogger("nubis.up")
 
@@ -60,7 +61,12 @@ def up(config_path, zmq_endpoints, grpc_address, no_grpc, http_port,
     if not any(e.startswith("ipc://") for e in cfg.zmq):
         fail("nubis up needs a ZeroMQ ipc:// endpoint (cloud processes and "
              "the console reach the kernel through it)", 2)
-    cfg.demo_ports = list(cfg.demo_ports) + [str(http_port)]
+    try:
+        ranges = parse_ports(cfg.demo_ports, "demo_ports")
+    except NubisError as e:
+        fail(e.message, 2)
+    if not any(lo <= http_port <= hi for lo, hi in ranges):
+        cfg.demo_ports = list(cfg.demo_ports) + [str(http_port)]
     logging.basicConfig(level=cfg.log_level,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     import uvloop
