@@ -158,6 +158,7 @@ setup(
         "hdrhistogram>=0.10",
         "sortedcontainers>=2.4",
         "httptools>=0.6",
+        "aiosmtpd>=1.4",
     ],
     extras_require={
         "bench": BENCH,

@@ -3,6 +3,7 @@
 import os
 import re
 import signal
+import smtplib
 import subprocess
 import sys
 import time
@@ -22,6 +23,7 @@ class Up:
     def __init__(self, folder):
         self.folder = str(folder)
         self.http_port, tcp, grpc = free_port(), free_port(), free_port()
+        self.mail_port = free_port()
         self.url = f"zmq+ipc://{self.folder}/k.sock"
         self.console = f"http://127.0.0.1:{self.http_port}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("NUBIS_")}
@@ -31,7 +33,8 @@ class Up:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "nubis.cli.main", "up", "--zmq",
              f"ipc://{self.folder}/k.sock", "--zmq", f"tcp://127.0.0.1:{tcp}",
-             "--grpc", f"127.0.0.1:{grpc}", "--http-port", str(self.http_port)],
+             "--grpc", f"127.0.0.1:{grpc}", "--http-port", str(self.http_port),
+             "--mail-port", str(self.mail_port)],
             stdout=self.out, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + 40
         while "Ctrl-C stops everything." not in self.read():
@@ -68,12 +71,19 @@ def test_up_serves_the_console_and_stops_cleanly_on_ctrl_c(tmp_path):
         assert page.status_code == 200 and "Nubis console" in page.text
         state = httpx.get(up.console + "/api/state", timeout=10).json()
         assert state["tenants"][0]["name"] == "demo"
-        assert [q["name"] for q in state["queues"]] == ["jobs"]
+        assert sorted(q["name"] for q in state["queues"]) == ["jobs",
+                                                                "mail.inbox"]
         assert any(p["name"] == "http:console" and p["state"] == "RUNNING"
                    for p in state["processes"])
+        assert f"smtp://127.0.0.1:{up.mail_port}" in banner
+        with smtplib.SMTP("127.0.0.1", up.mail_port, timeout=10) as smtp:
+            smtp.sendmail("a@example.org", ["b@example.org"],
+                          "Subject: hello\r\n\r\nfrom the test\r\n")
         with up.client() as c:
-            [listener] = c.listen.list()
-            assert listener.port == up.http_port and listener.attached
+            ports = sorted(listener.port for listener in c.listen.list())
+            assert ports == sorted([up.http_port, up.mail_port])
+            [notice] = c.queue.receive("mail.inbox", wait=5)
+            assert b"mail/in/" in notice.body
     finally:
         code = up.interrupt()
     assert code == 0, up.read()

@@ -3,14 +3,17 @@
 It boots a kernel in this process (on uvloop, the embedded RAM default),
 with a `demo` tenant unless the configuration names tenants, deploys the
 console through the HTTP service (as cloud processes on a LISTEN port),
-prints what runs where, and on SIGINT or SIGTERM stops the console's
-daemons (they drain) and then the kernel.
+starts the inbound mail daemon on another of the tenant's ports, prints
+what runs where, and on SIGINT or SIGTERM stops the mail daemon and the
+console's daemons (they drain) and then the kernel.
 """
 
 import asyncio
 import logging
 import os
 import signal
+import socket
+import subprocess
 import sys
 import time
 import urllib.request
@@ -18,6 +21,7 @@ import urllib.request
 import click
 
 from nubis.cli.output import fail
+from nubis.config import runtime_dir
 from nubis.errors import NubisError
 from nubis.tenants import parse_ports
 
@@ -39,13 +43,16 @@ from nubis.services.console import app
 @click.option("--http-port", type=int, default=8080, show_default=True,
               help="The console's port (the demo tenant may use it).")
 @click.option("--console-processes", type=int, default=1, show_default=True)
+@click.option("--mail-port", type=int, default=8025, show_default=True,
+              help="Inbound SMTP port of the mail service (a LISTEN port).")
+@click.option("--no-mail", is_flag=True, help="Do not start the mail service.")
 @click.option("--no-demo-data", is_flag=True,
               help="Do not add the sample queue and blob.")
 @click.option("--log-level", default="WARNING", show_default=True,
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"],
                                 case_sensitive=False))
 def up(config_path, zmq_endpoints, grpc_address, no_grpc, http_port,
-       console_processes, no_demo_data, log_level):
+       console_processes, mail_port, no_mail, no_demo_data, log_level):
     """Run the kernel, the demo tenant and the console; Ctrl-C stops all."""
     from nubis import config
 
@@ -65,21 +72,25 @@ def up(config_path, zmq_endpoints, grpc_address, no_grpc, http_port,
         ranges = parse_ports(cfg.demo_ports, "demo_ports")
     except NubisError as e:
         fail(e.message, 2)
-    if not any(lo <= http_port <= hi for lo, hi in ranges):
-        cfg.demo_ports = list(cfg.demo_ports) + [str(http_port)]
+    for port in (http_port,) if no_mail else (http_port, mail_port):
+        if not 1 <= port <= 65535:
+            fail(f"port {port} is not a TCP port", 2)
+        if not any(lo <= port <= hi for lo, hi in ranges):
+            cfg.demo_ports = list(cfg.demo_ports) + [str(port)]
     logging.basicConfig(level=cfg.log_level,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     import uvloop
 
     try:
         code = uvloop.run(_up(cfg, http_port, console_processes,
-                              not no_demo_data))
+                              not no_demo_data, None if no_mail else mail_port))
     except OSError as e:
         fail(str(e), 1)
     sys.exit(code)
 
 
-async def _up(cfg, port: int, processes: int, seed: bool) -> int:
+async def _up(cfg, port: int, processes: int, seed: bool,
+              mail_port: int | None) -> int:
     from nubis.server import Server
 
     loop = asyncio.get_running_loop()
@@ -99,9 +110,14 @@ async def _up(cfg, port: int, processes: int, seed: bool) -> int:
         except (NubisError, OSError, ValueError) as e:
             click.echo(f"nubis: cannot start the console: {e}", err=True)
             return 1
-        _banner(server, url, token, port)
+        mail = None
+        if mail_port is not None:
+            mail = await asyncio.to_thread(_start_mail, url, token, mail_port)
+        _banner(server, url, token, port, mail_port if mail else None)
         await stop.wait()
         click.echo("\nnubis: stopping (the console drains, then the kernel)")
+        if mail is not None:
+            await asyncio.to_thread(_stop_mail, mail)
         await asyncio.to_thread(_undeploy, url, token)
         return 0
     finally:
@@ -153,6 +169,40 @@ def _wait_http(address: str, timeout: float) -> None:
         time.sleep(0.1)
 
 
+def _start_mail(url: str, token: str, port: int):
+    """Start `nubis mail inbound` (supervised, restarted if it dies)."""
+    argv = [sys.executable, "-m", "nubis.cli.main", "--url", url, "--token",
+            token, "mail", "inbound", "--port", str(port)]
+    log_path = os.path.join(runtime_dir(), "mail.log")
+    with open(log_path, "ab") as log_file:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
+                                stdout=log_file, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            with socket.create_connection(("127.0.0.1", port), 1) as s:
+                s.settimeout(2)
+                if s.recv(3) == b"220":
+                    return proc
+        except OSError:
+            time.sleep(0.1)
+    log.warning("the mail service did not answer on port %d (see %s); "
+                "running without it", port, log_path)
+    _stop_mail(proc)
+    return None
+
+
+def _stop_mail(proc) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
 def _undeploy(url: str, token: str, timeout: float = 10.0) -> None:
     from nubis.client import Client
     from nubis.services.http import deploy
@@ -164,13 +214,16 @@ def _undeploy(url: str, token: str, timeout: float = 10.0) -> None:
             time.sleep(0.1)
 
 
-def _banner(server, url: str, token: str, port: int) -> None:
+def _banner(server, url: str, token: str, port: int, mail_port) -> None:
     endpoints = "\n".join(f"    {e}" for e in server.kernel.endpoints)
     tcp = next((e for e in server.kernel.endpoints if e.startswith("zmq+tcp")), url)
+    mail = (f"  mail      smtp://127.0.0.1:{mail_port}   (each message a blob "
+            "mail/in/ID, a notice on queue mail.inbox; log in "
+            f"{runtime_dir()}/mail.log)\n" if mail_port else "")
     click.echo(f"""Nubis is up (kernel {server.kernel.version}, pid {os.getpid()}).
 
   console   http://127.0.0.1:{port}/   (cloud processes: nubis http ls)
-  kernel
+{mail}  kernel
 {endpoints}
   tenant    {'demo (admin)' if server.demo_token else 'the first admin tenant'}
   token     {token}
@@ -181,7 +234,7 @@ Try, in another shell:
   echo hi | nubis blob put notes/hi.txt -
   nubis http deploy app.py:app --port 8001 --processes 2
   nubis ps
-  nubis mapreduce --help
+  nubis mapreduce submit job.py --input texts/ --output counts/ --wait
 
 Ctrl-C stops everything.""", nl=True)
     sys.stdout.flush()

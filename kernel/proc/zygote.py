@@ -67,7 +67,8 @@ def _child(fds: list, spec: dict) -> None:
     from nubis.proc import sandbox, worker
 
     signal.set_wakeup_fd(-1)
-    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    for number in (signal.SIGCHLD, signal.SIGINT, signal.SIGTERM):
+        signal.signal(number, signal.SIG_DFL)
     chan_fd, out_fd, err_fd = fds
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
@@ -173,6 +174,10 @@ def main(argv: list[str]) -> int:
     uid_base = int(argv[2])
     sandbox.prctl(sandbox.PR_SET_PDEATHSIG, signal.SIGKILL)
     sandbox.prctl(sandbox.PR_SET_CHILD_SUBREAPER, 1)
+    # The kernel ends the zygote (by closing its socket, or by dying), not a
+    # Ctrl-C that reaches the whole process group; workers restore both.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     _preload([m for m in argv[3].split(",") if m] if len(argv) > 3 else ())
     _send(sock, {"op": "ready", "probe": sandbox.probe(uid_base)})
     zygote = Zygote(sock)
