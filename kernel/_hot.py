@@ -2,9 +2,9 @@
 
 Each public module picks its twin at its bottom: it asks `compiled` for the
 extension module and, when there is one, rebinds its names to it (frames,
-histogram, queue, blob). The pure twins stay importable by their own paths
-for tests and benchmarks. Set NUBIS_PURE=1 to force the pure twins even
-where the extension is built.
+dispatch, histogram, queue, blob). The pure twins stay importable by their
+own paths for tests and benchmarks. Set NUBIS_PURE=1 to force the pure
+twins even where the extension is built.
 
 `BUILD` is "compiled" when every module of the extension is in use and
 "pure" otherwise (each public module still uses its own twin when only some
@@ -20,7 +20,7 @@ import os
 log = logging.getLogger("nubis.hot")
 
 # The modules of ext/, each the twin of a pure module.
-MODULES = ("frames", "histogram", "queue_store", "blob_store")
+MODULES = ("frames", "dispatch", "histogram", "queue_store", "blob_store")
 PURE_FORCED = os.environ.get("NUBIS_PURE") == "1"
 
 _EXT_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_ext")

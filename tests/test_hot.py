@@ -16,11 +16,13 @@ import sys
 import pytest
 
 from nubis import _hot
+from nubis import calls as call_table
 from nubis.blob import store as pure_blob
 from nubis.histogram import PureHistogram
 from nubis.queue import QueueLimits, QueueSettings, Received
 from nubis.queue import store as pure_queue
-from nubis.transport import frames
+from nubis.transport import dispatch, frames
+from nubis.v1 import blob_pb2
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOT_BUILT = "the extension is not built (pip install . with a C compiler)"
@@ -137,6 +139,81 @@ def test_a_zmq_frame_decodes_in_place():
     head = frames.pure_encode_header(frames.REQUEST, 5, 77)
 
     assert ext.decode_header(zmq.Frame(head)) == (1, frames.REQUEST, 5, 77)
+
+
+# -- dispatch -----------------------------------------------------------------
+
+
+CALLS = call_table.build()
+HEAD = blob_pb2.HeadBlobRequest(key="k" * 60).SerializeToString()
+PUT = blob_pb2.PutBlobRequest(key="k", data=b"abc").SerializeToString()
+GARBAGE = b"\xff\xff\xff"
+
+
+@pytest.mark.parametrize("call_id, frames_, streamed", [
+    (203, [b"p", b"h", HEAD], False),
+    (203, [b"p", b"h", b""], False),
+    (201, [b"p", b"h", PUT], False),
+    (201, [b"p", b"h", PUT, b"de", memoryview(b"fgh")], False),
+    (201, [b"p", b"h", PUT], True),
+    (999, [b"p", b"h", HEAD], False),
+    (203, [b"p", b"h"], False),
+    (999, [b"p", b"h"], False),
+    (203, [b"p", b"h", GARBAGE], False),
+    (201, [b"p", b"h", GARBAGE, b"x"], False),
+    (203, [b"p", b"h", HEAD, b"x"], False),
+    (203, [b"p", b"h", HEAD], True),
+    (203, [b"p", b"h", HEAD, b""], False),
+    (305, [b"p", b"h", b""], False),
+])
+def test_requests_parse_alike(call_id, frames_, streamed):
+    ext = compiled("dispatch")
+    args = CALLS, call_id, frames_, streamed
+
+    got = outcome(ext.parse_request, *args)
+
+    assert got == outcome(dispatch.pure_parse_request, *args)
+    if got[0] == "ok":
+        assert got[1][0] is CALLS[call_id]
+
+
+def test_request_errors_say_what_the_wire_says():
+    ext = compiled("dispatch")
+    for parse in (ext.parse_request, dispatch.pure_parse_request):
+        for args, error, text in [
+            ((999, [b"p", b"h"], False), "Unimplemented", "unknown call id 999"),
+            ((203, [b"p", b"h"], False), "InvalidArgument",
+             "blob.HeadBlob: missing the request message frame"),
+            ((203, [b"p", b"h", GARBAGE], False), "InvalidArgument",
+             "blob.HeadBlob: request is not a valid HeadBlobRequest: "),
+            ((203, [b"p", b"h", HEAD], True), "InvalidArgument",
+             "blob.HeadBlob takes no content"),
+        ]:
+            got = outcome(parse, CALLS, *args)
+            assert (got[0], got[1].__name__) == ("error", error)
+            assert text in got[2]
+
+
+@pytest.mark.parametrize("rid", [0, 7, 2**63, 2**64 - 2, 2**64 - 1, 2**64, -1,
+                                 1.0, None, True])
+def test_replies_frame_alike(rid):
+    ext = compiled("dispatch")
+    response = blob_pb2.HeadBlobResponse()
+    response.info.key = "k"
+    response.info.size = 64
+
+    got = outcome(ext.reply_frames, b"peer", rid, response)
+
+    assert got == outcome(dispatch.pure_reply_frames, b"peer", rid, response)
+    if got[0] == "ok":
+        assert got[1][1] == frames.pure_encode_header(frames.REPLY, 0, rid)
+
+
+def test_a_reply_of_no_message_fails_alike():
+    ext = compiled("dispatch")
+
+    assert outcome(ext.reply_frames, b"p", 1, "text") == outcome(
+        dispatch.pure_reply_frames, b"p", 1, "text")
 
 
 # -- histogram ----------------------------------------------------------------
@@ -451,10 +528,11 @@ PROBE = """
 import logging
 logging.basicConfig(level=logging.INFO, format="%(name)s %(message)s")
 from nubis import _hot, blob, histogram, queue
-from nubis.transport import frames
+from nubis.transport import dispatch, frames
 print(_hot.BUILD, queue.QueueStore.__module__, blob.BlobStore.__module__,
       histogram.Histogram.__module__,
-      frames.encode_header is frames.pure_encode_header)
+      frames.encode_header is frames.pure_encode_header,
+      dispatch.parse_request is dispatch.pure_parse_request)
 """
 
 
@@ -470,7 +548,7 @@ def test_nubis_pure_forces_the_pure_twins():
     out = run_python(PROBE, NUBIS_PURE="1")
 
     assert out.stdout.split() == ["pure", "nubis.queue.store", "nubis.blob.store",
-                                  "nubis.histogram", "True"]
+                                  "nubis.histogram", "True", "True"]
     assert "nubis.hot hot paths: pure Python, as NUBIS_PURE=1 asks" in out.stderr
 
 
@@ -482,7 +560,7 @@ def test_the_compiled_build_is_used_where_built():
 
     assert out.stdout.split() == [
         "compiled", "nubis._ext.queue_store", "nubis._ext.blob_store",
-        "nubis._ext.histogram", "False"]
+        "nubis._ext.histogram", "False", "False"]
     assert "nubis.hot hot paths: compiled" in out.stderr
 
 

@@ -26,7 +26,6 @@ import time
 from functools import partial
 
 import zmq
-from google.protobuf.message import DecodeError
 from google.protobuf.message import Message as _Message
 
 from nubis.errors import (
@@ -36,8 +35,8 @@ from nubis.errors import (
     NubisError,
     ResourceExhausted,
     Unauthenticated,
-    Unimplemented,
 )
+from nubis.transport.dispatch import parse_request, reply_frames
 from nubis.transport.frames import (
     CANCEL,
     DATA,
@@ -281,30 +280,18 @@ class ZmqServer:
         if tenant is None:
             return self._fail(peer, rid, Unauthenticated(
                 "the tenant of this connection no longer exists"))
-        call = self.calls.get(call_id)
-        if call is None:
-            return self._fail(peer, rid, Unimplemented(f"unknown call id {call_id}"))
-        if len(frames) < 3:
-            return self._fail(peer, rid, InvalidArgument(
-                f"{call.key}: missing the request message frame"), call, tenant,
-                started)
-        method = call.method
         try:
-            request = method.request.FromString(frames[2])
-        except DecodeError as e:
-            return self._fail(peer, rid, InvalidArgument(
-                f"{call.key}: request is not a valid {method.request.__name__}: "
-                f"{e}"), call, tenant, started)
-        if (len(frames) > 3 or streamed) and not method.content_in:
-            return self._fail(peer, rid, InvalidArgument(
-                f"{call.key} takes no content"), call, tenant, started)
-
-        size = len(frames[2]) if len(frames) == 3 else sum(map(len, frames[2:]))
+            call, request, size = parse_request(self.calls, call_id, frames,
+                                                streamed)
+        except NubisError as e:
+            # Accounted to its call, unless the call id is unknown.
+            return self._fail(peer, rid, e, self.calls.get(call_id), tenant,
+                              started)
         if streamed:
             return self._stream_open(peer, rid, call, tenant, request, frames,
                                      started)
         body = None
-        if method.content_in:
+        if call.method.content_in:
             body = _join([request.data, *map(memoryview, frames[3:])])
         self._invoke(peer, rid, call, tenant, request, body, started, size)
 
@@ -366,9 +353,9 @@ class ZmqServer:
                                len(out) + len(content))
             self._send_content(peer, rid, out, content)
         else:
-            out = result.SerializeToString()
-            self.kernel.finish(call, tenant, started, None, size, len(out))
-            self._send([peer, encode_header(REPLY, 0, rid), out])
+            frames = reply_frames(peer, rid, result)
+            self.kernel.finish(call, tenant, started, None, size, len(frames[2]))
+            self._send(frames)
 
     async def _pump(self, peer, rid, call, tenant, events, started, size):
         """Send an events call's responses as DATA messages, then END."""
