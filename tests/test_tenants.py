@@ -113,3 +113,55 @@ def test_rate_limit_answers_resource_exhausted(connect):
     assert 5 <= 12 - refused <= 7     # the burst, and a refill in between
     time.sleep(1.2)
     assert slow.account.info().tenant == "slow"
+
+
+def test_deleting_a_tenant_ends_its_processes_and_listeners(admin, url, name):
+    import socket
+    import time
+
+    from nubis.v1 import spawn_pb2
+
+    token = admin.admin.create_tenant(name, ports=["20120-20129"])
+    with Client(url, token) as mine:
+        port = next(p for p in range(20120, 20130) if _free(p))
+        mine.listen.listen(port)
+        reply = mine.spawn.spawn(
+            "main", "import time\ndef main(args):\n    time.sleep(120)\n")
+        deadline = time.monotonic() + 20
+        while True:
+            info = mine.spawn.wait(reply.pid, 0).process
+            if info.state == spawn_pb2.PROCESS_STATE_RUNNING and info.os_pid:
+                break
+            assert time.monotonic() < deadline, info
+            time.sleep(0.05)
+
+    admin.admin.delete_tenant(name)
+
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    deadline = time.monotonic() + 10
+    while _alive(info.os_pid):
+        assert time.monotonic() < deadline, "the process outlived its tenant"
+        time.sleep(0.05)
+
+
+def _free(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _alive(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:    # gone, even between the two looks
+        return False

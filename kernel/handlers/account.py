@@ -103,6 +103,9 @@ def delete_tenant(kernel, tenant, req, body):
     if req.name == tenant.name:
         raise InvalidArgument(f"tenant {req.name!r} cannot delete itself")
     kernel.tenants.remove(req.name)
+    if kernel.procs is not None:
+        kernel.procs.end_tenant(req.name)
+    kernel.net.close_tenant(req.name)
     if kernel.journal is not None:
         kernel.journal.tenant_deleted(req.name)
     return pb.DeleteTenantResponse()

@@ -118,6 +118,14 @@ class Network:
         listener.close()
         log.info("tenant %s stopped listening on port %d", tenant.name, port)
 
+    def close_tenant(self, name: str) -> None:
+        """Close the listeners of a tenant that is being deleted."""
+        for port, listener in list(self.listeners.items()):
+            if listener.tenant.name == name:
+                del self.listeners[port]
+                listener.close()
+                log.info("tenant %s deleted: port %d closed", name, port)
+
     def attach(self, tenant, req) -> Attachment:
         listener = self.get(tenant, req.port)
         if req.mode not in MODES:

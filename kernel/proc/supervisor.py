@@ -338,6 +338,13 @@ class Supervisor:
                     self.by_key.pop((name, proc.key), None)
                 extra -= 1
 
+    def end_tenant(self, name: str) -> None:
+        """Kill every live process of a tenant that is being deleted."""
+        for proc in list(self.by_tenant.get(name, {}).values()):
+            if proc.state not in FINAL:
+                self.kill(proc, signal.SIGKILL)
+        log.info("tenant %s deleted: its processes were killed", name)
+
     def kill_all(self) -> None:
         for procs in self.by_tenant.values():
             for proc in procs.values():
