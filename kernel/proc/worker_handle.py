@@ -188,32 +188,28 @@ class Worker:
     # -- output, signals, exit ---------------------------------------------
 
     def _on_output(self, fd: int) -> None:
-        try:
-            data = os.read(fd, 1 << 16)
-        except BlockingIOError:
-            return
-        except OSError:
-            data = b""
-        if not data:
-            self._close_pipe(fd)
-        elif self.sink is not None:
-            self.sink(self.pipes[fd], data)
+        self._read_output(fd)
 
     def drain_output(self) -> None:
         for fd in list(self.pipes):
             for _ in range(64):
-                if fd not in self.pipes:
+                if fd not in self.pipes or not self._read_output(fd):
                     break
-                try:
-                    data = os.read(fd, 1 << 16)
-                except BlockingIOError:
-                    break
-                except OSError:
-                    data = b""
-                if not data:
-                    self._close_pipe(fd)
-                elif self.sink is not None:
-                    self.sink(self.pipes[fd], data)
+
+    def _read_output(self, fd: int) -> bool:
+        """Read one chunk of a worker's output; False when there is none now."""
+        try:
+            data = os.read(fd, 1 << 16)
+        except BlockingIOError:
+            return False
+        except OSError:
+            data = b""
+        if not data:
+            self._close_pipe(fd)
+            return False
+        if self.sink is not None:
+            self.sink(self.pipes[fd], data)
+        return True
 
     def _close_pipe(self, fd: int) -> None:
         asyncio.get_running_loop().remove_reader(fd)
